@@ -1,0 +1,16 @@
+/**
+ * `@hmm/core`: a deterministic simulation of the Linux kernel's memory-management surface that
+ * devices use to share a process address space (HMM).
+ *
+ * Layers, bottom-up: `sim` (clock, scheduler, locks, cost model, trace bus), `mm` (frames, page
+ * tables, VMAs, faults, rmap, reclaim, swap, GUP, files), `system` (the composition root,
+ * {@link Machine}). See `docs/architecture.md` and the kernel ↔ SDK name table in `docs/kernel-names.md`.
+ *
+ * @packageDocumentation
+ */
+export { HmmError, Errno, isHmmError, hex } from './errors/errno.js';
+export type { ErrnoName, FaultSignal, HmmErrorDetail } from './errors/errno.js';
+export * from './sim/index.js';
+export * from './mm/index.js';
+export { Machine } from './system/machine.js';
+export type { MachineOptions, MemoryStats } from './system/machine.js';

@@ -1,0 +1,212 @@
+/**
+ * get_user_pages and pin_user_pages (mm/gup.c).
+ *
+ * - `getUserPages` takes a reference on each page (FOLL_GET); release with {@link putUserPages}.
+ * - `pinUserPages` pins (FOLL_PIN): the page can then be neither reclaimed nor migrated until
+ *   {@link unpinUserPages}. An anon page must be exclusive to be pinned, so a shared (post-fork) page is
+ *   first unshared by a copy (`gup_must_unshare`), even for a read pin.
+ * - FOLL_WRITE breaks copy-on-write first. FOLL_LONGTERM refuses file-backed shared mappings that
+ *   need dirty tracking (`writable_file_mapping_allowed`) with EFAULT.
+ * - Special (VM_IO / VM_PFNMAP) mappings, missing mappings and forbidden access fail with EFAULT.
+ *
+ * Unlike the kernel, which returns how many pages it got before an error, the SDK is all-or-nothing:
+ * on error every reference taken is dropped and the error is thrown.
+ *
+ * @module
+ */
+import { HmmError, hex } from '../errors/errno.js';
+import { Foll, PAGE_SIZE, TASK_SIZE } from './constants.js';
+import { FaultFlag, handleMmFault } from './memory.js';
+import type { MmContext } from './mm-context.js';
+import type { MmStruct } from './mm-struct.js';
+import { PG } from './page-flags.js';
+import { Pte } from './pgtable.js';
+import { MAX_PINCOUNT, ZERO_PFN } from './physmem.js';
+import type { Vma } from './vma.js';
+
+const KNOWN = Foll.WRITE | Foll.GET | Foll.FORCE | Foll.NOFAULT | Foll.LONGTERM | Foll.PIN;
+
+function checkVma(vma: Vma | undefined, addr: number, gupFlags: number): Vma {
+  if (vma === undefined) {
+    throw new HmmError('EFAULT', `get_user_pages: no mapping at ${hex(addr)}`, { address: addr, kernelRef: 'mm/gup.c:check_vma_flags' });
+  }
+  if (vma.isSpecial) {
+    throw new HmmError('EFAULT', `get_user_pages: ${vma.toString()} is a VM_IO/VM_PFNMAP mapping without struct pages`, {
+      address: addr,
+    });
+  }
+  const write = (gupFlags & Foll.WRITE) !== 0;
+  if (write && !vma.writable) {
+    throw new HmmError('EFAULT', `get_user_pages: FOLL_WRITE on non-writable mapping ${vma.toString()}`, { address: addr });
+  }
+  if (!write && !vma.readable) {
+    throw new HmmError('EFAULT', `get_user_pages: mapping ${vma.toString()} is not readable`, { address: addr });
+  }
+  if ((gupFlags & Foll.LONGTERM) !== 0 && write && vma.file !== null && !vma.file.shmem && vma.isShared) {
+    throw new HmmError('EFAULT', `get_user_pages: FOLL_LONGTERM|FOLL_WRITE on a file mapping that needs dirty tracking`, {
+      address: addr,
+      kernelRef: 'mm/gup.c:writable_file_mapping_allowed',
+    });
+  }
+  return vma;
+}
+
+/** Returns the pfn if the PTE already satisfies the access (`follow_page_pte`), else -1. */
+function followPage(ctx: MmContext, mm: MmStruct, vpn: number, gupFlags: number): number {
+  const slot = mm.pgtable.lookup(vpn);
+  if (slot < 0) return -1;
+  const f = ctx.arena.pteFlags[slot]!;
+  if ((f & Pte.PRESENT) === 0) return -1;
+  if ((gupFlags & Foll.WRITE) !== 0 && (f & Pte.WRITE) === 0) return -1;
+  const pfn = ctx.arena.pteVal[slot]!;
+  if ((f & Pte.SPECIAL) !== 0) {
+    // The zero page may be read-pinned only as an unshared copy; other special PTEs have no page.
+    return pfn === ZERO_PFN && (gupFlags & Foll.PIN) === 0 ? pfn : -1;
+  }
+  if ((gupFlags & Foll.PIN) !== 0) {
+    const pg = ctx.mem.flags[pfn]!;
+    if ((pg & PG.ANON) !== 0 && (pg & PG.ANON_EXCLUSIVE) === 0) return -1;
+    if ((pg & PG.ANON) === 0 && (pg & PG.PAGECACHE) !== 0 && (f & Pte.WRITE) === 0) {
+      // A private file mapping's cache page: pinning must unshare into an anon copy.
+      const vma = mm.vmas.lookup(vpn * PAGE_SIZE);
+      if (vma !== undefined && !vma.isShared) return -1;
+    }
+  }
+  return pfn;
+}
+
+/**
+ * Faults in (as needed) and references the pages of [start, start + nrPages·PAGE_SIZE)
+ * (`__get_user_pages`). Returns their pfns. The caller must release them with {@link putUserPages} or,
+ * with FOLL_PIN, {@link unpinUserPages}.
+ */
+export async function getUserPagesInternal(
+  ctx: MmContext,
+  mm: MmStruct,
+  start: number,
+  nrPages: number,
+  gupFlags: number,
+): Promise<Int32Array> {
+  mm.assertLive('get_user_pages');
+  if ((gupFlags & ~KNOWN) !== 0) throw new HmmError('EINVAL', `get_user_pages: unknown flags ${hex(gupFlags & ~KNOWN)}`);
+  if (!Number.isSafeInteger(start) || start < 0 || start % PAGE_SIZE !== 0) {
+    throw new HmmError('EINVAL', `get_user_pages: start ${String(start)} is not page aligned`);
+  }
+  if (!Number.isSafeInteger(nrPages) || nrPages <= 0) {
+    throw new HmmError('EINVAL', `get_user_pages: nr_pages ${String(nrPages)} must be a positive integer`);
+  }
+  if (start + nrPages * PAGE_SIZE > TASK_SIZE) {
+    throw new HmmError('EFAULT', `get_user_pages: range ${hex(start)}+${nrPages} pages leaves the address space`);
+  }
+  const pin = (gupFlags & Foll.PIN) !== 0;
+  const out = new Int32Array(nrPages);
+  const mem = ctx.mem;
+  let got = 0;
+  await mm.mmapLock.read();
+  try {
+    let vma: Vma | undefined;
+    for (let i = 0; i < nrPages; i++) {
+      const addr = start + i * PAGE_SIZE;
+      if (vma === undefined || addr >= vma.end || addr < vma.start) vma = checkVma(mm.vmas.lookup(addr), addr, gupFlags);
+      const vpn = addr / PAGE_SIZE;
+      let pfn = followPage(ctx, mm, vpn, gupFlags);
+      for (let tries = 0; pfn < 0; tries++) {
+        if (tries === 100) {
+          throw new HmmError('EAGAIN', `get_user_pages: page at ${hex(addr)} kept changing under the fault`, { address: addr });
+        }
+        if ((gupFlags & Foll.NOFAULT) !== 0) {
+          throw new HmmError('EFAULT', `get_user_pages: page at ${hex(addr)} is not present and FOLL_NOFAULT is set`, {
+            address: addr,
+          });
+        }
+        const ff = ((gupFlags & Foll.WRITE) !== 0 ? FaultFlag.WRITE : 0) | (pin ? FaultFlag.UNSHARE : 0) | FaultFlag.REMOTE;
+        await handleMmFault(ctx, vma, addr, ff);
+        pfn = followPage(ctx, mm, vpn, gupFlags);
+      }
+      if (pin) {
+        if (mem.pincount[pfn]! >= MAX_PINCOUNT) {
+          throw new HmmError('ENOMEM', `pin_user_pages: page ${hex(pfn)} already has ${MAX_PINCOUNT} pins`, { address: addr });
+        }
+        mem.pincount[pfn]!++;
+      }
+      mem.refcount[pfn]!++;
+      out[got++] = pfn;
+    }
+  } catch (e) {
+    for (let i = 0; i < got; i++) {
+      const pfn = out[i]!;
+      if (pin) mem.pincount[pfn]!--;
+      ctx.putPage(pfn);
+    }
+    throw e;
+  } finally {
+    mm.mmapLock.readUnlock();
+  }
+  return out;
+}
+
+/** `get_user_pages`: references (FOLL_GET) the pages of a range, faulting them in. */
+export function getUserPages(ctx: MmContext, mm: MmStruct, start: number, nrPages: number, gupFlags = 0): Promise<Int32Array> {
+  if ((gupFlags & Foll.PIN) !== 0) throw new HmmError('EINVAL', 'get_user_pages: FOLL_PIN is for pin_user_pages only');
+  return getUserPagesInternal(ctx, mm, start, nrPages, gupFlags | Foll.GET);
+}
+
+/** `pin_user_pages`: pins (FOLL_PIN) the pages of a range, faulting them in. */
+export function pinUserPages(ctx: MmContext, mm: MmStruct, start: number, nrPages: number, gupFlags = 0): Promise<Int32Array> {
+  if ((gupFlags & Foll.GET) !== 0) throw new HmmError('EINVAL', 'pin_user_pages: FOLL_GET cannot be combined with pinning');
+  return getUserPagesInternal(ctx, mm, start, nrPages, gupFlags | Foll.PIN);
+}
+
+function countPerPfn(pfns: ArrayLike<number>): Map<number, number> {
+  const m = new Map<number, number>();
+  for (let i = 0; i < pfns.length; i++) m.set(pfns[i]!, (m.get(pfns[i]!) ?? 0) + 1);
+  return m;
+}
+
+/**
+ * `unpin_user_pages`: drops one pin per entry. EINVAL, with nothing changed, if any entry is not
+ * pinned (as many times as it appears) — a double unpin.
+ */
+export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
+  const mem = ctx.mem;
+  for (const [pfn, n] of countPerPfn(pfns)) {
+    if (!Number.isInteger(pfn) || pfn <= 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
+      throw new HmmError('EINVAL', `unpin_user_page: ${String(pfn)} is not an allocated frame (unpinned and freed already?)`, { kernelRef: 'mm/gup.c:unpin_user_page' });
+    }
+    if (mem.pincount[pfn]! < n) {
+      throw new HmmError(
+        'EINVAL',
+        `unpin_user_page: frame ${hex(pfn)} has ${mem.pincount[pfn]} pins, cannot drop ${n} (double unpin?)`,
+        { kernelRef: 'mm/gup.c:unpin_user_page' },
+      );
+    }
+  }
+  for (let i = 0; i < pfns.length; i++) {
+    const pfn = pfns[i]!;
+    mem.pincount[pfn]!--;
+    ctx.putPage(pfn);
+  }
+}
+
+/**
+ * `put_page` for references taken by {@link getUserPages}. EINVAL, with nothing changed, if an entry
+ * holds no such reference.
+ */
+export function putUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
+  const mem = ctx.mem;
+  for (const [pfn, n] of countPerPfn(pfns)) {
+    if (pfn === ZERO_PFN) continue;
+    if (!Number.isInteger(pfn) || pfn <= 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
+      throw new HmmError('EINVAL', `put_page: ${String(pfn)} is not an allocated frame`);
+    }
+    const gets = mem.refcount[pfn]! - mem.mapcount[pfn]! - mem.pincount[pfn]! - ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
+    if (gets < n) throw new HmmError('EINVAL', `put_page: frame ${hex(pfn)} holds ${gets} GUP references, cannot drop ${n}`);
+  }
+  for (let i = 0; i < pfns.length; i++) {
+    if (pfns[i] === ZERO_PFN) {
+      mem.refcount[ZERO_PFN]!--;
+      continue;
+    }
+    ctx.putPage(pfns[i]!);
+  }
+}

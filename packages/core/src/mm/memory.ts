@@ -1,0 +1,354 @@
+/**
+ * Page faults and page-table teardown (mm/memory.c): `handle_mm_fault` with its demand-zero,
+ * zero-page, file, swap-in and copy-on-write paths, and `zap_pte_range`.
+ *
+ * Every path that needs a new frame allocates first (which may reclaim and so let other tasks run),
+ * then re-checks the PTE it started from in one synchronous step, as the kernel re-checks under the
+ * page-table lock (`pte_same`), and retries if it changed.
+ *
+ * @module
+ */
+import { HmmError, hex } from '../errors/errno.js';
+import { PAGE_SIZE } from './constants.js';
+import type { MmContext } from './mm-context.js';
+import { RssCounter } from './mm-struct.js';
+import type { MmStruct } from './mm-struct.js';
+import type { MmuNotifierRange, NotifyEventId } from './mmu-notifier-hooks.js';
+import { NotifyEvent } from './mmu-notifier-hooks.js';
+import { PG } from './page-flags.js';
+import { Pte, PteType, pteType } from './pgtable.js';
+import { ZERO_PFN } from './physmem.js';
+import type { Vma } from './vma.js';
+
+/** Fault flags (`FAULT_FLAG_*`). */
+export const FaultFlag = {
+  /** Write access (`FAULT_FLAG_WRITE`). */
+  WRITE: 1,
+  /** Make an anon page exclusive without writing (`FAULT_FLAG_UNSHARE`, used by FOLL_PIN). */
+  UNSHARE: 2,
+  /** Fault on behalf of GUP (`FAULT_FLAG_REMOTE`). */
+  REMOTE: 4,
+} as const;
+
+/** Outcome of one fault step. */
+const DONE = 0;
+const RETRY = 1;
+
+/** Retries of one fault before it is reported as a livelock (the kernel would loop; the SDK says why). */
+const MAX_FAULT_RETRIES = 10_000;
+
+/** Starts an invalidation (`mmu_notifier_invalidate_range_start`), or returns null when none is subscribed. */
+export async function notifyStart(
+  mm: MmStruct,
+  start: number,
+  end: number,
+  event: NotifyEventId,
+  owner: unknown = null,
+): Promise<MmuNotifierRange | null> {
+  const hooks = mm.notifier;
+  if (hooks === null) return null;
+  const range: MmuNotifierRange = { mm, start, end, event, blockable: true, owner };
+  await hooks.invalidateRangeStart(range);
+  return range;
+}
+
+/** Ends an invalidation started by {@link notifyStart}. */
+export function notifyEnd(mm: MmStruct, range: MmuNotifierRange | null): void {
+  if (range !== null && mm.notifier !== null) mm.notifier.invalidateRangeEnd(range);
+}
+
+/** RSS counter charged for a mapped frame. */
+function rssCounterOf(ctx: MmContext, pfn: number): number {
+  const f = ctx.mem.flags[pfn]!;
+  if ((f & PG.ANON) !== 0) return RssCounter.ANON;
+  return (f & PG.SWAPBACKED) !== 0 ? RssCounter.SHMEM : RssCounter.FILE;
+}
+
+/**
+ * Clears one PTE and releases what it held (the body of `zap_pte_range`): a page's mapping and
+ * reference (moving the PTE's dirty bit to the page), or a swap slot's use. No notifier is called.
+ */
+export function zapPte(ctx: MmContext, mm: MmStruct, slot: number): void {
+  const arena = ctx.arena;
+  const pf = arena.pteFlags[slot]!;
+  const pv = arena.pteVal[slot]!;
+  if (pf === 0) return;
+  arena.setPte(slot, 0, 0);
+  if ((pf & Pte.PRESENT) !== 0) {
+    if ((pf & Pte.SPECIAL) !== 0) return;
+    const mem = ctx.mem;
+    mem.mapcount[pv]!--;
+    mm.rss[rssCounterOf(ctx, pv)]!--;
+    if ((mem.flags[pv]! & PG.ANON) !== 0) ctx.rmap.removeAnon(pv, slot);
+    if ((pf & Pte.DIRTY) !== 0) mem.flags[pv]! |= PG.DIRTY;
+    ctx.putPage(pv);
+    return;
+  }
+  if (pteType(pf) === PteType.SWAP) {
+    ctx.swap.free(pv);
+    mm.rss[RssCounter.SWAP]!--;
+    return;
+  }
+  throw new Error(`internal: zap of unknown non-present entry type ${pteType(pf)} at slot ${slot}`);
+}
+
+/** Zaps every entry in [start, end) of `mm` and frees emptied tables (`unmap_page_range` + `free_pgtables`). */
+export function zapRange(ctx: MmContext, mm: MmStruct, start: number, end: number): void {
+  const s = start / PAGE_SIZE;
+  const e = end / PAGE_SIZE;
+  mm.pgtable.forEachPte(s, e, (slot) => zapPte(ctx, mm, slot));
+  mm.pgtable.freeEmptyTables(s, e);
+}
+
+/** Zaps a range with notifiers around it (`zap_page_range_single` with an mmu_notifier range). */
+export async function zapRangeNotify(
+  ctx: MmContext,
+  mm: MmStruct,
+  start: number,
+  end: number,
+  event: NotifyEventId,
+): Promise<void> {
+  const range = await notifyStart(mm, start, end, event);
+  zapRange(ctx, mm, start, end);
+  notifyEnd(mm, range);
+}
+
+/** Maps a new exclusive anon frame at `slot` (`folio_add_new_anon_rmap` + `set_pte_at`). */
+function mapNewAnon(ctx: MmContext, mm: MmStruct, slot: number, pfn: number, pteFlags: number): void {
+  const mem = ctx.mem;
+  mem.flags[pfn]! |= PG.ANON | PG.SWAPBACKED | PG.ANON_EXCLUSIVE;
+  mem.mapcount[pfn] = 1;
+  ctx.arena.setPte(slot, pfn, pteFlags);
+  ctx.rmap.addAnon(pfn, slot);
+  ctx.lru.add(pfn);
+  mm.rss[RssCounter.ANON]!++;
+}
+
+/** Returns the page-cache frame of `file` at `index`, reading it from the backing store if absent. */
+export async function findOrReadPage(ctx: MmContext, file: import('./filemap.js').SimFile, index: number): Promise<number> {
+  for (;;) {
+    const cached = file.pageCache.get(index);
+    if (cached !== undefined) return cached;
+    const pfn = await ctx.allocPage();
+    if (file.pageCache.has(index)) {
+      ctx.putPage(pfn);
+      continue;
+    }
+    addToPageCache(ctx, file, index, pfn);
+    ctx.mem.content.copyPageFrom(file.backing, index, pfn);
+    return pfn;
+  }
+}
+
+/** Inserts a fresh frame into a file's page cache (`filemap_add_folio`); the cache holds its reference. */
+export function addToPageCache(ctx: MmContext, file: import('./filemap.js').SimFile, index: number, pfn: number): void {
+  const mem = ctx.mem;
+  mem.flags[pfn]! |= PG.PAGECACHE | (file.shmem ? PG.SWAPBACKED : 0);
+  mem.owner[pfn] = file.id;
+  mem.rmap[pfn] = index;
+  file.pageCache.set(index, pfn);
+  ctx.lru.add(pfn);
+}
+
+function sigbus(vma: Vma, addr: number, why: string): HmmError {
+  return new HmmError('EFAULT', `SIGBUS at ${hex(addr)} in ${vma.toString()}: ${why}`, {
+    address: addr,
+    signal: 'SIGBUS',
+    sigCode: 'ADRERR',
+    kernelRef: 'mm/memory.c:do_fault',
+  });
+}
+
+/**
+ * Resolves one fault at `addr` in `vma` (`handle_mm_fault`). The caller holds `mmap_lock` for read
+ * and has checked that the VMA permits the access. Throws a SIGBUS-like {@link HmmError} for a file
+ * page beyond end of file or a special mapping that cannot supply the page, and ENOMEM when no frame
+ * can be had.
+ */
+export async function handleMmFault(ctx: MmContext, vma: Vma, addr: number, flags: number): Promise<void> {
+  const mm = vma.mm;
+  const vpn = Math.floor(addr / PAGE_SIZE);
+  const arena = ctx.arena;
+  for (let attempt = 0; attempt < MAX_FAULT_RETRIES; attempt++) {
+    const slot = mm.pgtable.lookup(vpn);
+    const pf = slot < 0 ? 0 : arena.pteFlags[slot]!;
+    const pv = slot < 0 ? 0 : arena.pteVal[slot]!;
+    let r: number;
+    if (pf === 0) {
+      r = await doFaultNone(ctx, vma, vpn, flags);
+    } else if ((pf & Pte.PRESENT) === 0) {
+      const type = pteType(pf);
+      if (type !== PteType.SWAP) {
+        throw new HmmError('EFAULT', `fault at ${hex(addr)} on a non-present entry of type ${type} the CPU side cannot resolve`, {
+          address: addr,
+        });
+      }
+      r = await doSwapPage(ctx, vma, vpn, slot, pv, flags);
+    } else if (
+      ((flags & FaultFlag.WRITE) !== 0 && (pf & Pte.WRITE) === 0) ||
+      ((flags & FaultFlag.UNSHARE) !== 0 && needsUnshare(ctx, vma, pf, pv))
+    ) {
+      r = await doWpPage(ctx, vma, vpn, slot, pv, pf, flags);
+    } else {
+      arena.pteFlags[slot] = pf | Pte.ACCESSED | ((flags & FaultFlag.WRITE) !== 0 ? Pte.DIRTY : 0);
+      r = DONE;
+    }
+    if (r === DONE) return;
+  }
+  throw new HmmError('EAGAIN', `fault at ${hex(addr)} kept racing with other tasks (${MAX_FAULT_RETRIES} retries)`, {
+    address: addr,
+  });
+}
+
+/** True if a pin on this present PTE's page needs an exclusive copy first (`gup_must_unshare`). */
+function needsUnshare(ctx: MmContext, vma: Vma, pf: number, pv: number): boolean {
+  if (vma.isShared) return false;
+  if ((pf & Pte.SPECIAL) !== 0) return pv === ZERO_PFN;
+  const f = ctx.mem.flags[pv]!;
+  return (f & PG.ANON) === 0 || (f & PG.ANON_EXCLUSIVE) === 0;
+}
+
+/** Fault on an empty PTE: demand zero, zero page, file page, or the special mapping's `fault` op. */
+async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number): Promise<number> {
+  const mm = vma.mm;
+  const addr = vpn * PAGE_SIZE;
+  const write = (flags & FaultFlag.WRITE) !== 0;
+  const arena = ctx.arena;
+  if (vma.isSpecial || vma.ops !== null) {
+    const pfn = vma.ops?.fault?.(vma, addr, write) ?? -1;
+    if (pfn < 0) throw sigbus(vma, addr, 'the special mapping has no page here');
+    const slot = mm.pgtable.ensure(vpn);
+    if (arena.pteFlags[slot] !== 0) return RETRY;
+    const w = write || (vma.isShared && vma.writable) ? Pte.WRITE : 0;
+    arena.setPte(slot, pfn, Pte.PRESENT | Pte.SPECIAL | Pte.ACCESSED | w | (write ? Pte.DIRTY : 0));
+    return DONE;
+  }
+  if (vma.file === null) {
+    if (!write) {
+      // do_anonymous_page, read: map the shared zero page read-only.
+      const slot = mm.pgtable.ensure(vpn);
+      arena.setPte(slot, ZERO_PFN, Pte.PRESENT | Pte.SPECIAL | Pte.ACCESSED);
+      return DONE;
+    }
+    const pfn = await ctx.allocPage();
+    const slot = mm.pgtable.ensure(vpn);
+    if (arena.pteFlags[slot] !== 0 || vma.mm.state !== 'live') {
+      ctx.putPage(pfn);
+      return RETRY;
+    }
+    mapNewAnon(ctx, mm, slot, pfn, Pte.PRESENT | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED);
+    return DONE;
+  }
+  const file = vma.file;
+  const index = vma.fileIndex(addr);
+  if (index * PAGE_SIZE >= file.size) throw sigbus(vma, addr, `file page ${index} is beyond end of file (size ${file.size})`);
+  const page = await findOrReadPage(ctx, file, index);
+  if (write && !vma.isShared) {
+    // do_cow_fault: private write to a file page copies it into a new anon page.
+    const pfn = await ctx.allocPage();
+    const slot = mm.pgtable.ensure(vpn);
+    if (arena.pteFlags[slot] !== 0 || file.pageCache.get(index) !== page) {
+      ctx.putPage(pfn);
+      return RETRY;
+    }
+    ctx.mem.copyFrame(pfn, page);
+    mapNewAnon(ctx, mm, slot, pfn, Pte.PRESENT | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED);
+    return DONE;
+  }
+  const slot = mm.pgtable.ensure(vpn);
+  if (arena.pteFlags[slot] !== 0 || file.pageCache.get(index) !== page) return RETRY;
+  const mem = ctx.mem;
+  mem.refcount[page]!++;
+  mem.mapcount[page]!++;
+  mm.rss[rssCounterOf(ctx, page)]!++;
+  // Shared mappings start read-only so the first write is seen (write-notify) and dirties the page.
+  let pte = Pte.PRESENT | Pte.ACCESSED;
+  if (write) {
+    pte |= Pte.WRITE | Pte.DIRTY;
+    mem.flags[page]! |= PG.DIRTY;
+  }
+  arena.setPte(slot, page, pte);
+  return DONE;
+}
+
+/** Swap-in (`do_swap_page`): reads the slot into a new exclusive frame and drops one use of the slot. */
+async function doSwapPage(ctx: MmContext, vma: Vma, vpn: number, slot: number, swapSlot: number, flags: number): Promise<number> {
+  const mm = vma.mm;
+  const pfn = await ctx.allocPage();
+  const arena = ctx.arena;
+  const now = mm.pgtable.lookup(vpn);
+  if (now !== slot || pteType(arena.pteFlags[slot]!) !== PteType.SWAP || arena.pteVal[slot] !== swapSlot) {
+    ctx.putPage(pfn);
+    return RETRY;
+  }
+  ctx.swap.readIn(ctx.mem, swapSlot, pfn);
+  arena.setPte(slot, 0, 0);
+  ctx.swap.free(swapSlot);
+  mm.rss[RssCounter.SWAP]!--;
+  ctx.mem.flags[pfn]! |= PG.DIRTY;
+  const write = (flags & FaultFlag.WRITE) !== 0;
+  mapNewAnon(ctx, mm, slot, pfn, Pte.PRESENT | Pte.ACCESSED | (write ? Pte.WRITE | Pte.DIRTY : 0));
+  return DONE;
+}
+
+/**
+ * Write (or unshare) fault on a present PTE (`do_wp_page`): make a shared-file page writable, reuse
+ * an exclusive anon page, or copy (`wp_page_copy`, which fires a CLEAR invalidation).
+ */
+async function doWpPage(
+  ctx: MmContext,
+  vma: Vma,
+  vpn: number,
+  slot: number,
+  pv: number,
+  pf: number,
+  flags: number,
+): Promise<number> {
+  const mem = ctx.mem;
+  const arena = ctx.arena;
+  const write = (flags & FaultFlag.WRITE) !== 0;
+  const special = (pf & Pte.SPECIAL) !== 0;
+  if (special && pv !== ZERO_PFN) {
+    arena.pteFlags[slot] = pf | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED;
+    return DONE;
+  }
+  if (!special) {
+    const f = mem.flags[pv]!;
+    if (vma.isShared) {
+      // wp_page_shared: the page cache page becomes writable and dirty.
+      arena.pteFlags[slot] = pf | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED;
+      mem.flags[pv]! |= PG.DIRTY;
+      return DONE;
+    }
+    if ((f & PG.ANON) !== 0) {
+      let exclusive = (f & PG.ANON_EXCLUSIVE) !== 0;
+      if (!exclusive && mem.mapcount[pv] === 1 && mem.refcount[pv] === 1) {
+        mem.flags[pv]! |= PG.ANON_EXCLUSIVE;
+        exclusive = true;
+      }
+      if (exclusive) {
+        // wp_page_reuse
+        if (write) arena.pteFlags[slot] = pf | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED;
+        return DONE;
+      }
+    }
+  }
+  // wp_page_copy
+  const mm = vma.mm;
+  const addr = vpn * PAGE_SIZE;
+  const pfn = await ctx.allocPage();
+  const range = await notifyStart(mm, addr, addr + PAGE_SIZE, NotifyEvent.CLEAR);
+  const now = mm.pgtable.lookup(vpn);
+  const nf = now < 0 ? 0 : arena.pteFlags[now]!;
+  if (now !== slot || arena.pteVal[slot] !== pv || (nf & (Pte.PRESENT | Pte.WRITE)) !== (pf & (Pte.PRESENT | Pte.WRITE))) {
+    notifyEnd(mm, range);
+    ctx.putPage(pfn);
+    return RETRY;
+  }
+  if (!special) mem.copyFrame(pfn, pv);
+  zapPte(ctx, mm, slot);
+  const w = write ? Pte.WRITE | Pte.DIRTY : 0;
+  mapNewAnon(ctx, mm, slot, pfn, Pte.PRESENT | Pte.ACCESSED | w);
+  notifyEnd(mm, range);
+  return DONE;
+}

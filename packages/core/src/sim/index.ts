@@ -1,0 +1,47 @@
+/**
+ * The `sim` layer: virtual clock, seeded randomness, the deterministic scheduler and its blocking
+ * primitives, sleeping locks, the cost model and the trace bus. Nothing here knows about memory
+ * management; every layer above builds on it.
+ *
+ * @module
+ */
+
+export { SeededRandom } from './random.js';
+export type { RandomState } from './random.js';
+export { VirtualClock } from './clock.js';
+export { Scheduler, OUTSIDE_TASK_MESSAGE } from './scheduler.js';
+export type { SimTask, TaskState, SchedulerOptions, SpawnOptions, RunOptions, RunOutcome } from './scheduler.js';
+export { WaitQueue, Completion } from './wait.js';
+export { Mutex, RwSemaphore } from './locks.js';
+export { TimerHeap } from './timer-heap.js';
+export type { TimerEntry } from './timer-heap.js';
+export { TraceBus, TraceRecorder } from './trace.js';
+export type { TraceEventMap, TraceEventType, TraceEvent, TraceEventOf, TraceListener, AnyTraceListener } from './trace.js';
+export {
+  DEFAULT_COST_MODEL,
+  COST_SOURCES,
+  createCostModel,
+  costValue,
+  dmaTransferNs,
+  bandwidthNs,
+} from './cost-model.js';
+export type {
+  CostModel,
+  CostKey,
+  CostUnit,
+  CostSource,
+  SourceTag,
+  DeepPartial,
+  CpuCosts,
+  GupCosts,
+  HmmCosts,
+  NotifierCosts,
+  GpuFaultCosts,
+  MigrateCosts,
+  DmaCosts,
+  LinkCosts,
+  MemCosts,
+  OdpCosts,
+  RdmaCosts,
+  SwapCosts,
+} from './cost-model.js';

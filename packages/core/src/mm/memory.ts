@@ -19,6 +19,9 @@ import { PG } from './page-flags.js';
 import { Pte, PteType, pteType } from './pgtable.js';
 import { ZERO_PFN } from './physmem.js';
 import type { Vma } from './vma.js';
+import { traceFault } from './trace-events.js';
+import type { FaultKind } from './trace-events.js';
+import { NOTIFY_EVENT_NAMES } from './mmu-notifier-hooks.js';
 
 /** Fault flags (`FAULT_FLAG_*`). */
 export const FaultFlag = {
@@ -33,6 +36,8 @@ export const FaultFlag = {
 /** Outcome of one fault step. */
 const DONE = 0;
 const RETRY = 1;
+/** Path taken by the last completed fault step (set just before returning DONE). */
+let lastKind: FaultKind = 'spurious';
 
 /** Retries of one fault before it is reported as a livelock (the kernel would loop; the SDK says why). */
 const MAX_FAULT_RETRIES = 10_000;
@@ -48,6 +53,10 @@ export async function notifyStart(
   const hooks = mm.notifier;
   if (hooks === null) return null;
   const range: MmuNotifierRange = { mm, start, end, event, blockable: true, owner };
+  const bus = mm.ctx.trace;
+  if (bus.enabled('mm.invalidate')) {
+    bus.emit({ type: 'mm.invalidate', ts: mm.ctx.sched.now, mm: mm.id, start, end, event: NOTIFY_EVENT_NAMES[event]!, blockable: true });
+  }
   await hooks.invalidateRangeStart(range);
   return range;
 }
@@ -191,9 +200,13 @@ export async function handleMmFault(ctx: MmContext, vma: Vma, addr: number, flag
       r = await doWpPage(ctx, vma, vpn, slot, pv, pf, flags);
     } else {
       arena.pteFlags[slot] = pf | Pte.ACCESSED | ((flags & FaultFlag.WRITE) !== 0 ? Pte.DIRTY : 0);
+      lastKind = 'spurious';
       r = DONE;
     }
-    if (r === DONE) return;
+    if (r === DONE) {
+      traceFault(ctx, mm.id, addr, (flags & FaultFlag.WRITE) !== 0, lastKind);
+      return;
+    }
   }
   throw new HmmError('EAGAIN', `fault at ${hex(addr)} kept racing with other tasks (${MAX_FAULT_RETRIES} retries)`, {
     address: addr,
@@ -221,6 +234,7 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
     if (arena.pteFlags[slot] !== 0) return RETRY;
     const w = write || (vma.isShared && vma.writable) ? Pte.WRITE : 0;
     arena.setPte(slot, pfn, Pte.PRESENT | Pte.SPECIAL | Pte.ACCESSED | w | (write ? Pte.DIRTY : 0));
+    lastKind = 'special';
     return DONE;
   }
   if (vma.file === null) {
@@ -228,6 +242,7 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
       // do_anonymous_page, read: map the shared zero page read-only.
       const slot = mm.pgtable.ensure(vpn);
       arena.setPte(slot, ZERO_PFN, Pte.PRESENT | Pte.SPECIAL | Pte.ACCESSED);
+      lastKind = 'zero';
       return DONE;
     }
     const pfn = await ctx.allocPage();
@@ -237,6 +252,7 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
       return RETRY;
     }
     mapNewAnon(ctx, mm, slot, pfn, Pte.PRESENT | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED);
+    lastKind = 'anon';
     return DONE;
   }
   const file = vma.file;
@@ -253,6 +269,7 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
     }
     ctx.mem.copyFrame(pfn, page);
     mapNewAnon(ctx, mm, slot, pfn, Pte.PRESENT | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED);
+    lastKind = 'cow';
     return DONE;
   }
   const slot = mm.pgtable.ensure(vpn);
@@ -268,6 +285,7 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
     mem.flags[page]! |= PG.DIRTY;
   }
   arena.setPte(slot, page, pte);
+  lastKind = 'file';
   return DONE;
 }
 
@@ -288,6 +306,7 @@ async function doSwapPage(ctx: MmContext, vma: Vma, vpn: number, slot: number, s
   ctx.mem.flags[pfn]! |= PG.DIRTY;
   const write = (flags & FaultFlag.WRITE) !== 0;
   mapNewAnon(ctx, mm, slot, pfn, Pte.PRESENT | Pte.ACCESSED | (write ? Pte.WRITE | Pte.DIRTY : 0));
+  lastKind = 'swapin';
   return DONE;
 }
 
@@ -310,6 +329,7 @@ async function doWpPage(
   const special = (pf & Pte.SPECIAL) !== 0;
   if (special && pv !== ZERO_PFN) {
     arena.pteFlags[slot] = pf | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED;
+    lastKind = 'special';
     return DONE;
   }
   if (!special) {
@@ -318,6 +338,7 @@ async function doWpPage(
       // wp_page_shared: the page cache page becomes writable and dirty.
       arena.pteFlags[slot] = pf | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED;
       mem.flags[pv]! |= PG.DIRTY;
+      lastKind = 'shared-write';
       return DONE;
     }
     if ((f & PG.ANON) !== 0) {
@@ -329,6 +350,7 @@ async function doWpPage(
       if (exclusive) {
         // wp_page_reuse
         if (write) arena.pteFlags[slot] = pf | Pte.WRITE | Pte.DIRTY | Pte.ACCESSED;
+        lastKind = 'reuse';
         return DONE;
       }
     }
@@ -350,5 +372,6 @@ async function doWpPage(
   const w = write ? Pte.WRITE | Pte.DIRTY : 0;
   mapNewAnon(ctx, mm, slot, pfn, Pte.PRESENT | Pte.ACCESSED | w);
   notifyEnd(mm, range);
+  lastKind = 'cow';
   return DONE;
 }

@@ -161,6 +161,7 @@ async function reclaimOne(ctx: MmContext, pfn: number): Promise<ReclaimResultId>
   }
 
   const arena = ctx.arena;
+  let wroteBack = false;
   if (anon) {
     if (swapSlot >= 0) ctx.swap.writeOut(mem, pfn, swapSlot);
     for (const m of mappings) {
@@ -188,7 +189,8 @@ async function reclaimOne(ctx: MmContext, pfn: number): Promise<ReclaimResultId>
     }
     const file = ctx.files.get(mem.owner[pfn]!)!;
     const index = mem.rmap[pfn]!;
-    if ((mem.flags[pfn]! & PG.DIRTY) !== 0) {
+    wroteBack = (mem.flags[pfn]! & PG.DIRTY) !== 0;
+    if (wroteBack) {
       // pageout: write the page back to the file (shmem: to its backing object).
       file.backing.copyPageFrom(mem.content, pfn, index);
       st.writtenBack++;
@@ -202,6 +204,12 @@ async function reclaimOne(ctx: MmContext, pfn: number): Promise<ReclaimResultId>
   ctx.lru.del(pfn);
   mem.free(pfn);
   st.freed++;
+  const bus = ctx.trace;
+  bus.count('mm.reclaim');
+  if (bus.enabled('mm.reclaim')) {
+    const how = anon ? (swapSlot >= 0 ? 'swap' : 'discard') : wroteBack ? 'writeback' : 'drop';
+    bus.emit({ type: 'mm.reclaim', ts: ctx.sched.now, pfn, how });
+  }
   return ReclaimResult.FREED;
 }
 

@@ -4,7 +4,9 @@
  * - `getUserPages` takes a reference on each page (FOLL_GET); release with {@link putUserPages}.
  * - `pinUserPages` pins (FOLL_PIN): the page can then be neither reclaimed nor migrated until
  *   {@link unpinUserPages}. An anon page must be exclusive to be pinned, so a shared (post-fork) page is
- *   first unshared by a copy (`gup_must_unshare`), even for a read pin.
+ *   first unshared by a copy (`gup_must_unshare`), even for a read pin. A FOLL_LONGTERM read pin of a
+ *   private file page or of the zero page also breaks COW first, so the pin keeps seeing what the
+ *   process sees; the page then no longer follows later changes to the file.
  * - FOLL_WRITE breaks copy-on-write first. FOLL_LONGTERM refuses file-backed shared mappings that
  *   need dirty tracking (`writable_file_mapping_allowed`) with EFAULT.
  * - Special (VM_IO / VM_PFNMAP) mappings, missing mappings and forbidden access fail with EFAULT.
@@ -59,17 +61,21 @@ function followPage(ctx: MmContext, mm: MmStruct, vpn: number, gupFlags: number)
   if ((f & Pte.PRESENT) === 0) return -1;
   if ((gupFlags & Foll.WRITE) !== 0 && (f & Pte.WRITE) === 0) return -1;
   const pfn = ctx.arena.pteVal[slot]!;
+  const longterm = (gupFlags & Foll.LONGTERM) !== 0;
   if ((f & Pte.SPECIAL) !== 0) {
-    // The zero page may be read-pinned only as an unshared copy; other special PTEs have no page.
-    return pfn === ZERO_PFN && (gupFlags & Foll.PIN) === 0 ? pfn : -1;
+    // Other special PTEs have no page. A long-term pin of the zero page in a COW mapping must
+    // unshare it first, so the pin sees later writes through the page table (gup_must_unshare).
+    if (pfn !== ZERO_PFN) return -1;
+    return (gupFlags & Foll.PIN) !== 0 && longterm ? -1 : pfn;
   }
   if ((gupFlags & Foll.PIN) !== 0) {
     const pg = ctx.mem.flags[pfn]!;
+    // An anon page must be exclusive to be pinned (PageAnonExclusive).
     if ((pg & PG.ANON) !== 0 && (pg & PG.ANON_EXCLUSIVE) === 0) return -1;
-    if ((pg & PG.ANON) === 0 && (pg & PG.PAGECACHE) !== 0 && (f & Pte.WRITE) === 0) {
-      // A private file mapping's cache page: pinning must unshare into an anon copy.
+    // A long-term R/O pin of a private file mapping's cache page must break COW first.
+    if ((pg & PG.ANON) === 0 && longterm && (f & Pte.WRITE) === 0) {
       const vma = mm.vmas.lookup(vpn * PAGE_SIZE);
-      if (vma !== undefined && !vma.isShared) return -1;
+      if (vma !== undefined && vma.isCow) return -1;
     }
   }
   return pfn;

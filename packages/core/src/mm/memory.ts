@@ -213,7 +213,7 @@ export async function handleMmFault(ctx: MmContext, vma: Vma, addr: number, flag
   });
 }
 
-/** True if a pin on this present PTE's page needs an exclusive copy first (`gup_must_unshare`). */
+/** True if a pin on this present PTE's page needs an exclusive copy first (`gup_must_unshare`; GUP decides when to ask). */
 function needsUnshare(ctx: MmContext, vma: Vma, pf: number, pv: number): boolean {
   if (vma.isShared) return false;
   if ((pf & Pte.SPECIAL) !== 0) return pv === ZERO_PFN;

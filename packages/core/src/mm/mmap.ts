@@ -120,15 +120,13 @@ export function splitVma(mm: MmStruct, vma: Vma, at: number): Vma {
 /** Merges `vma` with compatible neighbours (`vma_merge`). */
 export function mergeVma(mm: MmStruct, vma: Vma): Vma {
   let v = vma;
-  const prev = mm.vmas.prev(v);
-  if (prev !== undefined && prev.canMergeWith(v)) {
+  for (let prev = mm.vmas.prev(v); prev !== undefined && prev.canMergeWith(v); prev = mm.vmas.prev(v)) {
     const end = v.end;
     unlinkMerged(mm, v);
     prev.end = end;
     v = prev;
   }
-  const next = mm.vmas.next(v);
-  if (next !== undefined && v.canMergeWith(next)) {
+  for (let next = mm.vmas.next(v); next !== undefined && v.canMergeWith(next); next = mm.vmas.next(v)) {
     const end = next.end;
     unlinkMerged(mm, next);
     v.end = end;

@@ -81,7 +81,13 @@ export class Mutex {
       });
     }
     this.#waiters.push(current);
-    return this.#sched.block(() => `mutex ${this.name} (held by ${who(this.#owner)})`);
+    return this.#waitHandoff(current);
+  }
+
+  async #waitHandoff(task: SimTask): Promise<void> {
+    // Ownership is handed over by unlock(); re-check after each wake-up (kernel: the slowpath loop).
+    do await this.#sched.block(() => `mutex ${this.name} (held by ${who(this.#owner)})`);
+    while (this.#owner !== task);
   }
 
   /** Takes the lock if free; never blocks. Kernel: `mutex_trylock()`. */
@@ -107,9 +113,11 @@ export class Mutex {
         `mutex ${this.name}: unlock by ${who(current)}, but it is held by ${who(this.#owner)}; only the owner may unlock`,
       );
     }
-    for (let next = this.#waiters.shift(); next !== undefined; next = this.#waiters.shift()) {
-      this.#owner = next;
-      if (this.#sched.wake(next)) return;
+    const next = this.#waiters.shift();
+    if (next !== undefined) {
+      this.#owner = next; // handoff: the lock stays locked, now owned by the next waiter
+      this.#sched.wake(next);
+      return;
     }
     this.#locked = false;
     this.#owner = null;
@@ -305,7 +313,13 @@ export class RwSemaphore {
       });
     }
     this.#queue.push({ task, kind });
-    return this.#sched.block(() => `rwsem ${this.name} for ${kind} (${this.#describeHolders()})`);
+    return this.#waitGrant(task, kind);
+  }
+
+  async #waitGrant(task: SimTask, kind: 'read' | 'write'): Promise<void> {
+    // The lock is granted by the waker; re-check after each wake-up (kernel: rwsem_down_*_slowpath).
+    do await this.#sched.block(() => `rwsem ${this.name} for ${kind} (${this.#describeHolders()})`);
+    while (kind === 'read' ? !this.#readHolders.has(task) : !(this.#writeLocked && this.#writer === task));
   }
 
   #describeHolders(): string {
@@ -327,12 +341,7 @@ export class RwSemaphore {
     this.#queue.shift();
     this.#writeLocked = true;
     this.#writer = head.task;
-    if (!this.#sched.wake(head.task)) {
-      // The waiter is no longer blocked here (cannot happen through this API): release and go on.
-      this.#writeLocked = false;
-      this.#writer = null;
-      this.#wakeWaiters();
-    }
+    this.#sched.wake(head.task);
   }
 
   /** Grants every queued reader (up to MAX_READERS_WAKEUP), skipping queued writers. */
@@ -343,20 +352,12 @@ export class RwSemaphore {
       if (w.kind === 'read' && granted < MAX_READERS_WAKEUP) {
         granted++;
         this.#grantRead(w.task);
-        if (!this.#sched.wake(w.task)) this.#ungrantRead(w.task);
+        this.#sched.wake(w.task);
       } else {
         rest.push(w);
       }
     }
     this.#queue.length = 0;
     this.#queue.push(...rest);
-    if (this.#readers === 0) this.#wakeWaiters();
-  }
-
-  #ungrantRead(task: SimTask): void {
-    const held = this.#readHolders.get(task) ?? 0;
-    if (held <= 1) this.#readHolders.delete(task);
-    else this.#readHolders.set(task, held - 1);
-    this.#readers--;
   }
 }

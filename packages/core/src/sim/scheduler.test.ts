@@ -449,3 +449,70 @@ describe('Scheduler: trace', () => {
     expect(rec.ofType('sched.end').find((e) => e.task === 2)).toMatchObject({ ok: false, error: 'after wake' });
   });
 });
+
+describe('stray wake-ups', () => {
+  it('a stray Scheduler.wake() does not let a task through a join, mutex, rwsem or completion early', async () => {
+    const s = new Scheduler({ seed: 13 });
+    const m = new Mutex(s, 'm');
+    const c = new Completion(s, 'c');
+    const log: string[] = [];
+    const target = s.spawn('target', async () => {
+      await m.lock();
+      await s.sleep(100);
+      m.unlock();
+      c.complete();
+      return 'ok';
+    });
+    const joiner = s.spawn('joiner', async () => {
+      log.push(`joined ${await target.join()} @${s.now}`);
+    });
+    const locker = s.spawn('locker', async () => {
+      await s.sleep(1);
+      await m.lock();
+      log.push(`locked @${s.now}`);
+      m.unlock();
+    });
+    const waiter = s.spawn('waiter', async () => {
+      await c.wait();
+      log.push(`completed @${s.now}`);
+    });
+    s.spawn('stray', async () => {
+      for (let i = 0; i < 5; i++) {
+        await s.sleep(10);
+        for (const t of [joiner, locker, waiter]) s.wake(t);
+      }
+    });
+    await s.run();
+    expect(log.sort()).toEqual(['completed @100', 'joined ok @100', 'locked @100']);
+  });
+
+  it('a stray wake-up of a wait-queue waiter does not swallow a later wakeOne', async () => {
+    const s = new Scheduler({ seed: 2 });
+    const wq = new WaitQueue(s, 'wq');
+    const m = new Mutex(s, 'm');
+    const log: string[] = [];
+    const a = s.spawn('a', async () => {
+      await wq.wait();
+      log.push('a resumed');
+      await m.lock(); // blocks on the mutex (held by b) while still listed in wq if the entry were stale
+      m.unlock();
+    });
+    s.spawn('b', async () => {
+      await m.lock();
+      await s.sleep(10);
+      s.wake(a); // stray: a was not woken through wq
+      await s.sleep(10);
+      s.spawn('c', async () => {
+        await wq.wait();
+        log.push('c resumed');
+      });
+      await s.sleep(10);
+      expect(wq.waiters).toBe(1);
+      expect(wq.wakeOne()).toBe(1); // must wake c, not the stale a
+      await s.sleep(10);
+      m.unlock();
+    });
+    await s.run();
+    expect(log).toEqual(['a resumed', 'c resumed']);
+  });
+});

@@ -129,7 +129,16 @@ class Task<T> implements SimTask<T> {
       return Promise.reject(new HmmError('EDEADLK', `join: task ${this.toString()} cannot wait for itself to end`));
     }
     this.joiners.push(current);
-    return this.#sched.block(`join ${this.toString()}`).then(() => this.result);
+    return this.#waitEnd(current);
+  }
+
+  async #waitEnd(joiner: Task<unknown>): Promise<T> {
+    // Re-check after every wake-up: a stray Scheduler.wake() must not let the joiner through early.
+    while (this.state !== 'done' && this.state !== 'failed') {
+      if (!this.joiners.includes(joiner)) this.joiners.push(joiner);
+      await this.#sched.block(`join ${this.toString()}`);
+    }
+    return this.result;
   }
 
   toString(): string {
@@ -334,6 +343,10 @@ export class Scheduler {
    * Makes a task parked by {@link block} ready at the current instant (kernel: `wake_up_process()`).
    * Does not pass the baton: the caller keeps running. Returns false (and does nothing) if the task
    * is not blocked in {@link block}, e.g. already woken, sleeping on a timer, or ended.
+   *
+   * As in the kernel, a wake-up is only a hint: code that blocks must re-check its condition when it
+   * resumes. The primitives of this layer (joins, wait queues' `waitUntil`, completions, mutexes,
+   * rw-semaphores) all do, so a stray `wake()` cannot let a task through early.
    */
   wake(task: SimTask): boolean {
     const t = task as Task<unknown>;

@@ -30,12 +30,23 @@ export class WaitQueue {
     return this.#waiters.length;
   }
 
-  /** Blocks the current task until woken. EDEADLK outside a task. */
+  /**
+   * Blocks the current task until woken. Like the kernel's, a wake-up says "re-check", not "your
+   * condition holds": prefer {@link waitUntil}. EDEADLK outside a task.
+   */
   wait(reason?: string): Promise<void> {
     const task = this.#sched.current;
     if (task === null) return Promise.reject(new HmmError('EDEADLK', `${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
     this.#waiters.push(task);
-    return this.#sched.block(reason ?? `waitqueue ${this.name}`);
+    return this.#waitWoken(task, reason ?? `waitqueue ${this.name}`);
+  }
+
+  async #waitWoken(task: SimTask, reason: string): Promise<void> {
+    await this.#sched.block(reason);
+    // Woken by someone else (a stray Scheduler.wake()): drop the stale entry so that a later
+    // wakeOne() is not spent on a task that no longer waits here. Callers re-check their condition.
+    const i = this.#waiters.indexOf(task);
+    if (i >= 0) this.#waiters.splice(i, 1);
   }
 
   /**
@@ -72,7 +83,7 @@ export class Completion {
   /** Name used in traces and deadlock reports. */
   readonly name: string;
   readonly #sched: Scheduler;
-  readonly #waiters: SimTask[] = [];
+  readonly #waiters: { readonly task: SimTask; granted: boolean }[] = [];
   #count = 0;
   #all = false;
 
@@ -89,16 +100,22 @@ export class Completion {
   /** Signals one completion: wakes the longest waiter, or lets the next {@link wait} through. */
   complete(): void {
     if (this.#all) return;
-    for (let t = this.#waiters.shift(); t !== undefined; t = this.#waiters.shift()) {
-      if (this.#sched.wake(t)) return;
+    const waiter = this.#waiters.shift();
+    if (waiter === undefined) {
+      this.#count++;
+      return;
     }
-    this.#count++;
+    waiter.granted = true;
+    this.#sched.wake(waiter.task);
   }
 
   /** Signals completion for everyone, now and until {@link reinit} (kernel: `complete_all()`). */
   completeAll(): void {
     this.#all = true;
-    for (const t of this.#waiters.splice(0)) this.#sched.wake(t);
+    for (const waiter of this.#waiters.splice(0)) {
+      waiter.granted = true;
+      this.#sched.wake(waiter.task);
+    }
   }
 
   /** Returns at once if completed, else blocks until {@link complete} (kernel: `wait_for_completion()`). EDEADLK outside a task when it would block. */
@@ -110,8 +127,15 @@ export class Completion {
     }
     const task = this.#sched.current;
     if (task === null) return Promise.reject(new HmmError('EDEADLK', `${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
-    this.#waiters.push(task);
-    return this.#sched.block(`completion ${this.name}`);
+    const waiter = { task, granted: false };
+    this.#waiters.push(waiter);
+    return this.#waitGranted(waiter);
+  }
+
+  async #waitGranted(waiter: { readonly granted: boolean }): Promise<void> {
+    // Re-check after each wake-up, so a stray Scheduler.wake() cannot let the waiter through.
+    do await this.#sched.block(`completion ${this.name}`);
+    while (!waiter.granted);
   }
 
   /** Forgets past completions (kernel: `reinit_completion()`). */

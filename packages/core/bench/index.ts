@@ -1,0 +1,93 @@
+/**
+ * `pnpm bench`: wall-clock cost of the simulator per 4 KiB page, side by side with the real kernel's
+ * published per-page costs (DESIGN §7, `shared/reference/perf-anchors.md`).
+ *
+ * Each timing is the median of `BENCH_RUNS` runs (default 3) after one warm-up run. Progress goes to
+ * stderr, the table to stdout; `BENCH_JSON=path` also writes the rows as JSON (path relative to the
+ * directory the command was run from).
+ *
+ * @module
+ */
+import { benchCopy } from './copy.js';
+import { benchFaultIn } from './fault-in.js';
+import { dispose, populated } from './fixture.js';
+import { benchFork } from './fork.js';
+import { GiB, collect, fmtBytes, gcExposed, readRuns } from './harness.js';
+import type { BenchConfig } from './harness.js';
+import { benchMetadata } from './metadata.js';
+import { benchPin } from './pin.js';
+import { benchReclaim } from './reclaim.js';
+import { formatTable, hostMeta, writeJson } from './report.js';
+import type { BenchMeta, Row } from './report.js';
+import { benchSparse } from './sparse.js';
+
+async function main(): Promise<void> {
+  const t0 = process.hrtime.bigint();
+  const runs = readRuns();
+  const cfg: BenchConfig = { runs, log: (line) => process.stderr.write(line + '\n') };
+  if (!gcExposed) cfg.log('note: run node with --expose-gc for stable timings (the bench script does)');
+
+  const rows: Row[] = [];
+  rows.push(...(await benchFaultIn(cfg)));
+  collect();
+
+  // One process with 1 GiB resident serves metadata, pin and fork, in that order: fork
+  // write-protects the parent's PTEs, which would make a later FOLL_WRITE pin fault.
+  cfg.log('fixture: 1 GiB written on a 1.5 GiB machine');
+  const fx = await populated({ ramBytes: 1.5 * GiB, swapBytes: 0, bytes: GiB });
+  rows.push(...benchMetadata(cfg, fx));
+  rows.push(...(await benchPin(cfg, fx)));
+  rows.push(...(await benchFork(cfg, fx)));
+  await dispose(fx);
+  collect();
+
+  rows.push(...(await benchReclaim(cfg)));
+  collect();
+  rows.push(...(await benchSparse(cfg)));
+  collect();
+  rows.push(...(await benchCopy(cfg)));
+
+  const order = [
+    'fault-in',
+    'fault-in-nodata',
+    'host-first-touch',
+    'pin',
+    'unpin',
+    'fork',
+    'reclaim',
+    'metadata',
+  ];
+  rows.sort((a, b) => rank(order, a.id) - rank(order, b.id));
+
+  const meta: BenchMeta = {
+    ...hostMeta(runs, gcExposed),
+    wallSeconds: Number(process.hrtime.bigint() - t0) / 1e9,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+  };
+  const out = [
+    '',
+    `@hmm/core bench — node ${meta.node}, ${meta.cpu} ×${meta.cpus}`,
+    `Wall-clock per 4 KiB page; timings are the median of N=${runs} runs after 1 warm-up run` +
+      ` (BENCH_RUNS=${runs}); gc between runs: ${gcExposed ? 'yes' : 'no'}.`,
+    'Kernel figures: shared/reference/perf-anchors.md, via the cost model defaults (see Details).',
+    '',
+    formatTable(rows),
+    '',
+    `Total ${meta.wallSeconds.toFixed(1)} s, peak RSS ${fmtBytes(meta.peakRssBytes)}.`,
+  ];
+  const failed = rows.filter((r) => r.verdict === 'FAIL').map((r) => r.id);
+  out.push(failed.length === 0 ? 'All targets met.' : `Targets missed: ${failed.join(', ')}.`);
+  process.stdout.write(out.join('\n') + '\n');
+
+  const jsonPath = process.env.BENCH_JSON;
+  if (jsonPath !== undefined && jsonPath !== '') {
+    process.stdout.write(`Wrote ${writeJson(jsonPath, meta, rows)}\n`);
+  }
+}
+
+function rank(order: readonly string[], id: string): number {
+  const i = order.indexOf(id);
+  return i < 0 ? order.length : i;
+}
+
+await main();

@@ -152,13 +152,13 @@ export async function getUserPagesInternal(
 }
 
 /** `get_user_pages`: references (FOLL_GET) the pages of a range, faulting them in. */
-export function getUserPages(ctx: MmContext, mm: MmStruct, start: number, nrPages: number, gupFlags = 0): Promise<Int32Array> {
+export async function getUserPages(ctx: MmContext, mm: MmStruct, start: number, nrPages: number, gupFlags = 0): Promise<Int32Array> {
   if ((gupFlags & Foll.PIN) !== 0) throw new HmmError('EINVAL', 'get_user_pages: FOLL_PIN is for pin_user_pages only');
   return getUserPagesInternal(ctx, mm, start, nrPages, gupFlags | Foll.GET);
 }
 
 /** `pin_user_pages`: pins (FOLL_PIN) the pages of a range, faulting them in. */
-export function pinUserPages(ctx: MmContext, mm: MmStruct, start: number, nrPages: number, gupFlags = 0): Promise<Int32Array> {
+export async function pinUserPages(ctx: MmContext, mm: MmStruct, start: number, nrPages: number, gupFlags = 0): Promise<Int32Array> {
   if ((gupFlags & Foll.GET) !== 0) throw new HmmError('EINVAL', 'pin_user_pages: FOLL_GET cannot be combined with pinning');
   return getUserPagesInternal(ctx, mm, start, nrPages, gupFlags | Foll.PIN);
 }

@@ -120,7 +120,7 @@ export class Machine implements PidAllocator {
   }
 
   /** Forces reclaim of up to `pages` frames (like `memory.reclaim`); returns how many were freed. */
-  reclaim(pages: number): Promise<number> {
+  async reclaim(pages: number): Promise<number> {
     if (!Number.isSafeInteger(pages) || pages <= 0) throw new HmmError('EINVAL', `reclaim: ${String(pages)} is not a page count`);
     return shrinkNode(this.mm, pages);
   }

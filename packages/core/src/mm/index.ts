@@ -15,6 +15,8 @@ export { SimFile, FileStore, MAX_FILES } from './filemap.js';
 export { Vma, VmaTree } from './vma.js';
 export type { VmOperations } from './vma.js';
 export { MmStruct, RssCounter } from './mm-struct.js';
+export { traceFault, traceSyscall } from './trace-events.js';
+export type { FaultKind } from './trace-events.js';
 export type { MmState, RssCounterId } from './mm-struct.js';
 export { MmContext, SWAP_CLUSTER_MAX } from './mm-context.js';
 export type { MmConfig } from './mm-context.js';

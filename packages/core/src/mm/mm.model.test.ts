@@ -13,6 +13,7 @@ import { HmmError } from '../errors/errno.js';
 import { Machine } from '../system/machine.js';
 import { Foll, Madv, MapFlag, MremapFlag, PAGE_SIZE, Prot, TASK_SIZE } from './constants.js';
 import type { SimFile } from './filemap.js';
+import { unpinUserPages } from './gup.js';
 import { PG } from './page-flags.js';
 import { Pte } from './pgtable.js';
 import type { Process } from './process.js';
@@ -575,20 +576,14 @@ class World {
 
   async teardown(): Promise<void> {
     for (const mp of [...this.procs]) await mp.p.exit();
-    for (const pin of this.pins.splice(0)) this.m.mm.mem.pincount[pin.pfn]! > 0 && unpinOne(this.m, pin.pfn);
+    // Pins outlive the processes that took them.
+    unpinUserPages(this.m.mm, this.pins.splice(0).map((pin) => pin.pfn));
     for (const f of this.files) await this.m.truncate(f.sdk!, 0);
     const st = this.m.stats();
     expect(st.usedPages).toBe(0);
     expect(st.swapUsed).toBe(0);
     expect(st.pageTableBytes).toBe(0);
   }
-}
-
-function unpinOne(m: Machine, pfn: number): void {
-  // Pins outlive their process: unpin through the mm layer directly.
-  void import('./gup.js');
-  m.mm.mem.pincount[pfn]!--;
-  m.mm.putPage(pfn);
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
@@ -634,5 +629,5 @@ describe('mm model-based property', () => {
       { numRuns: RUNS, seed: process.env.HMM_PROP_SEED === undefined ? undefined : Number(process.env.HMM_PROP_SEED) },
     );
     if (STATS !== null) console.log([...STATS].sort().map(([k, v]) => `${k}: ${v}`).join('\n'));
-  });
+  }, Math.max(60_000, RUNS * 300));
 });

@@ -17,6 +17,7 @@ import type { MmStruct } from './mm-struct.js';
 import { dupMm } from './fork.js';
 import { getUserPages, pinUserPages, putUserPages, unpinUserPages } from './gup.js';
 import { cpuFill, cpuRead, cpuWrite } from './uaccess.js';
+import { traceSyscall } from './trace-events.js';
 
 /** Allocates pids; the system layer provides one per machine. */
 export interface PidAllocator {
@@ -47,28 +48,35 @@ export class Process {
   }
 
   /** `mmap(2)`: returns the mapping's address. */
-  mmap(args: MmapArgs): Promise<number> {
-    return doMmap(this.ctx, this.mm, args);
+  async mmap(args: MmapArgs): Promise<number> {
+    const addr = await doMmap(this.ctx, this.mm, args);
+    traceSyscall(this.ctx, this.mm.id, 'mmap', addr, args.length);
+    return addr;
   }
 
   /** `munmap(2)`. */
-  munmap(addr: number, length: number): Promise<void> {
-    return doMunmap(this.ctx, this.mm, addr, length);
+  async munmap(addr: number, length: number): Promise<void> {
+    await doMunmap(this.ctx, this.mm, addr, length);
+    traceSyscall(this.ctx, this.mm.id, 'munmap', addr, length);
   }
 
   /** `mprotect(2)`. */
-  mprotect(addr: number, length: number, prot: number): Promise<void> {
-    return doMprotect(this.ctx, this.mm, addr, length, prot);
+  async mprotect(addr: number, length: number, prot: number): Promise<void> {
+    await doMprotect(this.ctx, this.mm, addr, length, prot);
+    traceSyscall(this.ctx, this.mm.id, 'mprotect', addr, length);
   }
 
   /** `mremap(2)`: returns the mapping's (new) address. */
-  mremap(oldAddr: number, oldSize: number, newSize: number, flags = 0, newAddr?: number): Promise<number> {
-    return doMremap(this.ctx, this.mm, oldAddr, oldSize, newSize, flags, newAddr);
+  async mremap(oldAddr: number, oldSize: number, newSize: number, flags = 0, newAddr?: number): Promise<number> {
+    const addr = await doMremap(this.ctx, this.mm, oldAddr, oldSize, newSize, flags, newAddr);
+    traceSyscall(this.ctx, this.mm.id, 'mremap', addr, newSize);
+    return addr;
   }
 
   /** `madvise(2)` with MADV_DONTNEED, MADV_FREE or MADV_WILLNEED. */
-  madvise(addr: number, length: number, advice: MadvAdvice): Promise<void> {
-    return doMadvise(this.ctx, this.mm, addr, length, advice);
+  async madvise(addr: number, length: number, advice: MadvAdvice): Promise<void> {
+    await doMadvise(this.ctx, this.mm, addr, length, advice);
+    traceSyscall(this.ctx, this.mm.id, 'madvise', addr, length);
   }
 
   /** `fork(2)`: a child process with a copy-on-write copy of this address space. */

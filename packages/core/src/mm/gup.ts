@@ -108,7 +108,7 @@ export async function getUserPagesInternal(
   const out = new Int32Array(nrPages);
   const mem = ctx.mem;
   let got = 0;
-  await mm.mmapLock.read();
+  if (!mm.mmapLock.tryRead()) await mm.mmapLock.read();
   try {
     let vma: Vma | undefined;
     for (let i = 0; i < nrPages; i++) {

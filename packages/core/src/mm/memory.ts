@@ -138,7 +138,8 @@ export async function findOrReadPage(ctx: MmContext, file: import('./filemap.js'
   for (;;) {
     const cached = file.pageCache.get(index);
     if (cached !== undefined) return cached;
-    const pfn = await ctx.allocPage();
+    const fast = ctx.mem.alloc(); // no await while a frame is free
+    const pfn = fast >= 0 ? fast : await ctx.allocPage();
     if (file.pageCache.has(index)) {
       ctx.putPage(pfn);
       continue;
@@ -245,7 +246,8 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
       lastKind = 'zero';
       return DONE;
     }
-    const pfn = await ctx.allocPage();
+    const fast = ctx.mem.alloc(); // no await while a frame is free
+    const pfn = fast >= 0 ? fast : await ctx.allocPage();
     const slot = mm.pgtable.ensure(vpn);
     if (arena.pteFlags[slot] !== 0 || vma.mm.state !== 'live') {
       ctx.putPage(pfn);
@@ -261,7 +263,8 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
   const page = await findOrReadPage(ctx, file, index);
   if (write && !vma.isShared) {
     // do_cow_fault: private write to a file page copies it into a new anon page.
-    const pfn = await ctx.allocPage();
+    const fast = ctx.mem.alloc(); // no await while a frame is free
+    const pfn = fast >= 0 ? fast : await ctx.allocPage();
     const slot = mm.pgtable.ensure(vpn);
     if (arena.pteFlags[slot] !== 0 || file.pageCache.get(index) !== page) {
       ctx.putPage(pfn);
@@ -292,7 +295,8 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
 /** Swap-in (`do_swap_page`): reads the slot into a new exclusive frame and drops one use of the slot. */
 async function doSwapPage(ctx: MmContext, vma: Vma, vpn: number, slot: number, swapSlot: number, flags: number): Promise<number> {
   const mm = vma.mm;
-  const pfn = await ctx.allocPage();
+  const fast = ctx.mem.alloc(); // no await while a frame is free
+  const pfn = fast >= 0 ? fast : await ctx.allocPage();
   const arena = ctx.arena;
   const now = mm.pgtable.lookup(vpn);
   if (now !== slot || pteType(arena.pteFlags[slot]!) !== PteType.SWAP || arena.pteVal[slot] !== swapSlot) {
@@ -358,7 +362,8 @@ async function doWpPage(
   // wp_page_copy
   const mm = vma.mm;
   const addr = vpn * PAGE_SIZE;
-  const pfn = await ctx.allocPage();
+  const fast = ctx.mem.alloc(); // no await while a frame is free
+  const pfn = fast >= 0 ? fast : await ctx.allocPage();
   const range = await notifyStart(mm, addr, addr + PAGE_SIZE, NotifyEvent.CLEAR);
   const now = mm.pgtable.lookup(vpn);
   const nf = now < 0 ? 0 : arena.pteFlags[now]!;

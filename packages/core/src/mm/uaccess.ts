@@ -38,7 +38,7 @@ function checkAccess(vma: Vma | undefined, addr: number, write: boolean): Vma {
 
 /** Takes a CPU fault at `addr` (`do_user_addr_fault`). */
 async function cpuFault(ctx: MmContext, mm: MmStruct, addr: number, write: boolean): Promise<void> {
-  await mm.mmapLock.read();
+  if (!mm.mmapLock.tryRead()) await mm.mmapLock.read();
   try {
     mm.assertLive('CPU access');
     const vma = checkAccess(mm.vmas.lookup(addr), addr, write);

@@ -55,6 +55,9 @@ export function checkMmInvariants(ctx: MmContext, extraRefs: (pfn: number) => nu
     }
     for (let i = 0; i < 4; i++) if (rss[i] !== mm.rss[i]) fail(`mm ${mm.id} RSS counter ${i} is ${mm.rss[i]}, page tables say ${rss[i]}`);
   }
+  if (mem.refcount[ZERO_PFN] !== 1 + mem.pincount[ZERO_PFN]! + extraRefs(ZERO_PFN)) {
+    fail(`zero page refcount ${mem.refcount[ZERO_PFN]} with ${mem.pincount[ZERO_PFN]} pins`);
+  }
   let lruCount = 0;
   for (let pfn = 1; pfn < mem.nrFrames; pfn++) {
     const f = mem.flags[pfn]!;

@@ -95,6 +95,9 @@ export async function getUserPagesInternal(
 ): Promise<Int32Array> {
   mm.assertLive('get_user_pages');
   if ((gupFlags & ~KNOWN) !== 0) throw new HmmError('EINVAL', `get_user_pages: unknown flags ${hex(gupFlags & ~KNOWN)}`);
+  if ((gupFlags & Foll.FORCE) !== 0) {
+    throw new HmmError('EINVAL', 'get_user_pages: FOLL_FORCE (ptrace-style access past the VMA protection) is not simulated');
+  }
   if (!Number.isSafeInteger(start) || start < 0 || start % PAGE_SIZE !== 0) {
     throw new HmmError('EINVAL', `get_user_pages: start ${String(start)} is not page aligned`);
   }
@@ -176,7 +179,8 @@ function countPerPfn(pfns: ArrayLike<number>): Map<number, number> {
 export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
   const mem = ctx.mem;
   for (const [pfn, n] of countPerPfn(pfns)) {
-    if (!Number.isInteger(pfn) || pfn <= 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
+    // The zero page (pfn 0, always allocated) may hold short-term read pins; its pincount guards it.
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
       throw new HmmError('EINVAL', `unpin_user_page: ${String(pfn)} is not an allocated frame (unpinned and freed already?)`, { kernelRef: 'mm/gup.c:unpin_user_page' });
     }
     if (mem.pincount[pfn]! < n) {

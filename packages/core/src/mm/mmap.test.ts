@@ -1,6 +1,15 @@
 import { describe, it, expect } from 'vitest';
 import { Machine } from '../system/machine.js';
-import { MMAP_BASE, MMAP_MIN_ADDR, MapFlag, PAGE_SIZE, Prot, TASK_SIZE } from './constants.js';
+import {
+  MMAP_BASE,
+  MMAP_MIN_ADDR,
+  Madv,
+  MapFlag,
+  MremapFlag,
+  PAGE_SIZE,
+  Prot,
+  TASK_SIZE,
+} from './constants.js';
 import type { MmapArgs } from './mmap.js';
 import type { Process } from './process.js';
 
@@ -175,6 +184,15 @@ describe('mmap', () => {
     m.checkInvariants();
   });
 
+  it('top-down placement uses a free gap that fits exactly', async () => {
+    const { p } = setup();
+    await p.mmap({ addr: MMAP_BASE - 3 * P, length: P, prot: Prot.READ, flags: ANON | MapFlag.FIXED });
+    // [MMAP_BASE - 2P, MMAP_BASE) is free: exactly two pages.
+    expect(await p.mmap({ length: 2 * P, prot: RW, flags: ANON })).toBe(MMAP_BASE - 2 * P);
+    // The next one goes below the read-only page.
+    expect(await p.mmap({ length: P, prot: RW, flags: ANON })).toBe(MMAP_BASE - 4 * P);
+  });
+
   it('ENOMEM when no free range is large enough', async () => {
     const { m, p } = setup();
     const before = m.stats();
@@ -249,5 +267,51 @@ describe('munmap', () => {
     await expect(p.writeU32(a + P, 1)).rejects.toMatchObject({ signal: 'SIGSEGV', sigCode: 'MAPERR' });
     expect(m.stats().usedPages).toBe(0);
     m.checkInvariants();
+  });
+});
+
+describe('special (driver) mappings', () => {
+  async function special(): Promise<{ m: Machine; p: Process; a: number; pfn: number; closed: number[] }> {
+    const { m, p } = setup();
+    const pfn = m.mm.mem.alloc(); // a frame the driver owns
+    const closed: number[] = [];
+    const a = await p.mmap({
+      length: 2 * P,
+      prot: RW,
+      flags: MapFlag.SHARED,
+      ops: {
+        name: 'dev',
+        fault: (vma, address) => (address - vma.start === 0 ? pfn : -1),
+        close: (vma) => void closed.push(vma.start),
+      },
+    });
+    return { m, p, a, pfn, closed };
+  }
+
+  it('faults through the driver: its pfn is mapped, a missing page is SIGBUS', async () => {
+    const { m, p, a, pfn } = await special();
+    expect(p.mm.vmas.lookup(a)!.isSpecial).toBe(true);
+    await p.writeU32(a, 0x11223344);
+    expect(m.mm.arena.pteVal[p.mm.pgtable.lookup(a / P)]).toBe(pfn);
+    const b = new Uint8Array(4);
+    m.mm.mem.content.read(pfn, 0, b, 0, 4);
+    expect(Array.from(b)).toEqual([0x44, 0x33, 0x22, 0x11]);
+    expect(m.mm.mem.mapcount[pfn]).toBe(0); // no struct page accounting for PFNMAP
+    await expect(p.read(a + P, 1)).rejects.toMatchObject({ signal: 'SIGBUS' });
+  });
+
+  it('is not copied to a fork child, cannot be pinned, grown, or zapped by MADV_DONTNEED', async () => {
+    const { p, a, closed } = await special();
+    await p.read(a, 1);
+    const c = await p.fork();
+    expect(c.mm.vmas.lookup(a)).toBeUndefined();
+    await expect(c.read(a, 1)).rejects.toMatchObject({ signal: 'SIGSEGV', sigCode: 'MAPERR' });
+    await expect(p.pinUserPages(a, 1)).rejects.toMatchObject({ code: 'EFAULT' });
+    await expect(p.getUserPages(a, 1)).rejects.toMatchObject({ code: 'EFAULT' });
+    await expect(p.mremap(a, 2 * P, 4 * P, MremapFlag.MAYMOVE)).rejects.toMatchObject({ code: 'EFAULT' });
+    await expect(p.madvise(a, P, Madv.DONTNEED)).rejects.toMatchObject({ code: 'EINVAL' });
+    expect(closed).toEqual([]);
+    await p.munmap(a, 2 * P);
+    expect(closed).toEqual([a]);
   });
 });

@@ -107,6 +107,19 @@ describe('process exit', () => {
     m.checkInvariants();
   });
 
+  it('pages referenced by get_user_pages at exit are freed by the last putUserPages', async () => {
+    const { m, p } = setup();
+    const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
+    await p.fill(a, 2 * P, 1);
+    const refs = await p.getUserPages(a, 2);
+    await p.exit();
+    expect(m.stats().usedPages).toBe(2);
+    m.checkInvariants((pfn) => (refs.includes(pfn) ? 1 : 0));
+    p.putUserPages(refs);
+    expect(m.stats().usedPages).toBe(0);
+    m.checkInvariants();
+  });
+
   it('exit calls the notifier release hook once, with the mm, before the mappings go', async () => {
     const { m, p } = setup();
     const a = await p.mmap({ length: P, prot: RW, flags: ANON });

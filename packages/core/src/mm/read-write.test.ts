@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { Machine } from '../system/machine.js';
-import { PAGE_SIZE } from './constants.js';
+import { MapFlag, PAGE_SIZE, Prot } from './constants.js';
 import { PG } from './page-flags.js';
 
 /** Byte-exact comparison (vitest's deep equality is slow on page-sized arrays). */
@@ -10,6 +10,7 @@ function expectBytes(actual: Uint8Array, expected: Uint8Array): void {
 }
 
 const P = PAGE_SIZE;
+const RW = Prot.READ | Prot.WRITE;
 
 function machine(): Machine {
   return new Machine({ ramBytes: 64 * P, swapBytes: 64 * P });
@@ -72,6 +73,24 @@ describe('pread / pwrite', () => {
     expect(m.stats().usedPages).toBe(0);
     expectBytes(await m.readFile(f, 0, 2 * P), data);
     expect(f.pageCache.size).toBe(2);
+    m.checkInvariants();
+  });
+
+  it('pwrite is visible through shared mappings and through private mappings not yet written', async () => {
+    const m = machine();
+    const f = await m.createFile('f', new Uint8Array(2 * P));
+    const p = m.createProcess();
+    const shared = await p.mmap({ length: 2 * P, prot: Prot.READ, flags: MapFlag.SHARED, file: f });
+    const priv = await p.mmap({ length: 2 * P, prot: RW, flags: MapFlag.PRIVATE, file: f });
+    await p.read(shared, 2 * P);
+    await p.read(priv, 2 * P);
+    await p.fill(priv + P, 1, 0x77); // page 1 now has a private copy
+    await m.writeFile(f, 0, new Uint8Array([1, 2]));
+    await m.writeFile(f, P, new Uint8Array([3, 4]));
+    expect(Array.from(await p.read(shared, 2))).toEqual([1, 2]);
+    expect(Array.from(await p.read(priv, 2))).toEqual([1, 2]);
+    expect(Array.from(await p.read(shared + P, 2))).toEqual([3, 4]);
+    expect(Array.from(await p.read(priv + P, 2))).toEqual([0x77, 0]);
     m.checkInvariants();
   });
 

@@ -91,6 +91,18 @@ describe('truncate', () => {
     expect(all.subarray(100).every((x) => x === 0)).toBe(true);
   });
 
+  it('an existing mapping gains access to pages made valid by growing the file', async () => {
+    const { m, p } = setup();
+    const f = await m.createFile('f', bytes(P, 5));
+    const a = await p.mmap({ length: 3 * P, prot: RW, flags: MapFlag.SHARED, file: f });
+    await expect(p.read(a + P, 1)).rejects.toMatchObject({ signal: 'SIGBUS' });
+    await m.truncate(f, 3 * P);
+    expect((await p.read(a + P, 2 * P)).every((x) => x === 0)).toBe(true);
+    await p.fill(a + 2 * P, 4, 6);
+    expect(Array.from(await m.readFile(f, 2 * P, 5))).toEqual([6, 6, 6, 6, 0]);
+    m.checkInvariants();
+  });
+
   it('truncate to 0 drops the whole page cache; negative sizes are EINVAL', async () => {
     const { m } = setup();
     const f = await m.createFile('f', bytes(2 * P, 1));

@@ -142,6 +142,26 @@ describe('CPU access to anonymous memory', () => {
     m.checkInvariants();
   });
 
+  it('an access crossing into a VMA that forbids it faults there, even with present PTEs', async () => {
+    const { m, p } = setup();
+    const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
+    await p.fill(a, 2 * P, 0x12);
+    await p.mprotect(a + P, P, Prot.NONE); // PTEs stay present; the VMA forbids access
+    await expect(p.read(a + P - 2, 4)).rejects.toMatchObject({
+      signal: 'SIGSEGV',
+      sigCode: 'ACCERR',
+      address: a + P,
+    });
+    await p.mprotect(a + P, P, Prot.READ);
+    await expect(p.write(a + P - 2, new Uint8Array(4).fill(0x34))).rejects.toMatchObject({
+      signal: 'SIGSEGV',
+      sigCode: 'ACCERR',
+      address: a + P,
+    });
+    expect(Array.from(await p.read(a + P - 2, 4))).toEqual([0x34, 0x34, 0x12, 0x12]);
+    m.checkInvariants();
+  });
+
   it('PROT_WRITE alone implies read on x86', async () => {
     const { p } = setup();
     const a = await p.mmap({ length: P, prot: Prot.WRITE, flags: ANON });
@@ -151,7 +171,12 @@ describe('CPU access to anonymous memory', () => {
 
   it('works at the very top and bottom of the user address space', async () => {
     const { m, p } = setup();
-    const top = await p.mmap({ addr: TASK_SIZE - 2 * P, length: 2 * P, prot: RW, flags: ANON | MapFlag.FIXED });
+    const top = await p.mmap({
+      addr: TASK_SIZE - 2 * P,
+      length: 2 * P,
+      prot: RW,
+      flags: ANON | MapFlag.FIXED,
+    });
     const low = await p.mmap({ addr: MMAP_MIN_ADDR, length: P, prot: RW, flags: ANON | MapFlag.FIXED });
     await p.writeU32(TASK_SIZE - 4, 0x7f7f7f7f);
     await p.writeU32(top + P - 2, 0x01020304);
@@ -193,6 +218,22 @@ describe('CPU access to file mappings', () => {
     });
     await expect(p.read(a + 3 * P + 5, 1)).rejects.toMatchObject({ signal: 'SIGBUS' });
     expect(p.mm.rss[RssCounter.FILE]).toBe(2);
+    m.checkInvariants();
+  });
+
+  it('a first write to a private file mapping copies the whole file page, then diverges', async () => {
+    const { m, p } = setup();
+    const contents = new Uint8Array(P);
+    for (let i = 0; i < P; i++) contents[i] = (i * 7 + 1) & 0xff;
+    const f = await m.createFile('cow', contents);
+    const a = await p.mmap({ length: P, prot: RW, flags: MapFlag.PRIVATE, file: f });
+    await p.write(a + 8, new Uint8Array([0, 0, 0, 0]));
+    const page = await p.read(a, P);
+    const want = contents.slice();
+    want.fill(0, 8, 12);
+    expectBytes(page, want);
+    expectBytes(await m.readFile(f, 0, P), contents);
+    expect(m.mm.mem.mapcount[f.pageCache.get(0)!]).toBe(0);
     m.checkInvariants();
   });
 

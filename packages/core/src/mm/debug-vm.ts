@@ -43,7 +43,13 @@ export function checkMmInvariants(ctx: MmContext, extraRefs: (pfn: number) => nu
           if ((f & Pte.WRITE) !== 0 && !vma.writable) fail(`writable PTE in non-writable ${vma.toString()}`);
           maps.set(v, (maps.get(v) ?? 0) + 1);
           const pg = mem.flags[v]!;
-          rss[(pg & PG.ANON) !== 0 ? RssCounter.ANON : (pg & PG.SWAPBACKED) !== 0 ? RssCounter.SHMEM : RssCounter.FILE]!++;
+          rss[
+            (pg & PG.ANON) !== 0
+              ? RssCounter.ANON
+              : (pg & PG.SWAPBACKED) !== 0
+                ? RssCounter.SHMEM
+                : RssCounter.FILE
+          ]!++;
           if ((f & Pte.WRITE) !== 0 && (pg & PG.ANON) !== 0 && mem.mapcount[v]! > 1) {
             fail(`anon frame ${hex(v)} mapped ${mem.mapcount[v]} times but writable in mm ${mm.id}`);
           }
@@ -53,7 +59,9 @@ export function checkMmInvariants(ctx: MmContext, extraRefs: (pfn: number) => nu
         }
       });
     }
-    for (let i = 0; i < 4; i++) if (rss[i] !== mm.rss[i]) fail(`mm ${mm.id} RSS counter ${i} is ${mm.rss[i]}, page tables say ${rss[i]}`);
+    for (let i = 0; i < 4; i++)
+      if (rss[i] !== mm.rss[i])
+        fail(`mm ${mm.id} RSS counter ${i} is ${mm.rss[i]}, page tables say ${rss[i]}`);
   }
   if (mem.refcount[ZERO_PFN] !== 1 + mem.pincount[ZERO_PFN]! + extraRefs(ZERO_PFN)) {
     fail(`zero page refcount ${mem.refcount[ZERO_PFN]} with ${mem.pincount[ZERO_PFN]} pins`);
@@ -62,13 +70,15 @@ export function checkMmInvariants(ctx: MmContext, extraRefs: (pfn: number) => nu
   for (let pfn = 1; pfn < mem.nrFrames; pfn++) {
     const f = mem.flags[pfn]!;
     if ((f & PG.ALLOCATED) === 0) {
-      if (mem.refcount[pfn] !== 0 || mem.mapcount[pfn] !== 0 || mem.pincount[pfn] !== 0) fail(`free frame ${hex(pfn)} has counts`);
+      if (mem.refcount[pfn] !== 0 || mem.mapcount[pfn] !== 0 || mem.pincount[pfn] !== 0)
+        fail(`free frame ${hex(pfn)} has counts`);
       continue;
     }
     const m = maps.get(pfn) ?? 0;
     if (mem.mapcount[pfn] !== m) fail(`frame ${hex(pfn)} mapcount ${mem.mapcount[pfn]} but ${m} PTEs map it`);
     const expect = m + mem.pincount[pfn]! + ((f & PG.PAGECACHE) !== 0 ? 1 : 0) + extraRefs(pfn);
-    if (mem.refcount[pfn] !== expect) fail(`frame ${hex(pfn)} refcount ${mem.refcount[pfn]}, expected ${expect}`);
+    if (mem.refcount[pfn] !== expect)
+      fail(`frame ${hex(pfn)} refcount ${mem.refcount[pfn]}, expected ${expect}`);
     if (expect === 0) fail(`frame ${hex(pfn)} allocated with no reference (leak)`);
     if ((f & PG.ANON) !== 0) ctx.rmap.checkAnon(pfn);
     if ((f & PG.LRU) !== 0) lruCount++;
@@ -76,13 +86,15 @@ export function checkMmInvariants(ctx: MmContext, extraRefs: (pfn: number) => nu
   let listed = 0;
   for (let l = 0; l < 4; l++) {
     for (const pfn of ctx.lru.toArray(l as 0 | 1 | 2 | 3)) {
-      if (ctx.lru.listOf(pfn) !== l) fail(`frame ${hex(pfn)} on LRU list ${l} but its flags say ${ctx.lru.listOf(pfn)}`);
+      if (ctx.lru.listOf(pfn) !== l)
+        fail(`frame ${hex(pfn)} on LRU list ${l} but its flags say ${ctx.lru.listOf(pfn)}`);
       listed++;
     }
   }
   if (listed !== lruCount) fail(`${lruCount} frames flagged LRU, ${listed} on the lists`);
   for (let s = 1; s < ctx.swap.nrSlots; s++) {
     const want = swapUses.get(s) ?? 0;
-    if (ctx.swap.swapMap[s] !== want) fail(`swap slot ${s} use count ${ctx.swap.swapMap[s]}, ${want} PTEs use it`);
+    if (ctx.swap.swapMap[s] !== want)
+      fail(`swap slot ${s} use count ${ctx.swap.swapMap[s]}, ${want} PTEs use it`);
   }
 }

@@ -69,7 +69,8 @@ export class FileStore {
   create(name: string, size = 0): SimFile {
     if (name.length === 0) throw new HmmError('ENOENT', 'file name must not be empty');
     if (this.byName.has(name)) throw new HmmError('EEXIST', `file ${name} already exists`);
-    if (!Number.isSafeInteger(size) || size < 0) throw new HmmError('EINVAL', `file size ${size} is not a size`);
+    if (!Number.isSafeInteger(size) || size < 0)
+      throw new HmmError('EINVAL', `file size ${size} is not a size`);
     const f = new SimFile(this.newId(), name, size, false);
     this.byId[f.id] = f;
     this.byName.set(name, f);

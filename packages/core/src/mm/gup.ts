@@ -30,25 +30,40 @@ const KNOWN = Foll.WRITE | Foll.GET | Foll.FORCE | Foll.NOFAULT | Foll.LONGTERM 
 
 function checkVma(vma: Vma | undefined, addr: number, gupFlags: number): Vma {
   if (vma === undefined) {
-    throw new HmmError('EFAULT', `get_user_pages: no mapping at ${hex(addr)}`, { address: addr, kernelRef: 'mm/gup.c:check_vma_flags' });
+    throw new HmmError('EFAULT', `get_user_pages: no mapping at ${hex(addr)}`, {
+      address: addr,
+      kernelRef: 'mm/gup.c:check_vma_flags',
+    });
   }
   if (vma.isSpecial) {
-    throw new HmmError('EFAULT', `get_user_pages: ${vma.toString()} is a VM_IO/VM_PFNMAP mapping without struct pages`, {
-      address: addr,
-    });
+    throw new HmmError(
+      'EFAULT',
+      `get_user_pages: ${vma.toString()} is a VM_IO/VM_PFNMAP mapping without struct pages`,
+      {
+        address: addr,
+      },
+    );
   }
   const write = (gupFlags & Foll.WRITE) !== 0;
   if (write && !vma.writable) {
-    throw new HmmError('EFAULT', `get_user_pages: FOLL_WRITE on non-writable mapping ${vma.toString()}`, { address: addr });
+    throw new HmmError('EFAULT', `get_user_pages: FOLL_WRITE on non-writable mapping ${vma.toString()}`, {
+      address: addr,
+    });
   }
   if (!write && !vma.readable) {
-    throw new HmmError('EFAULT', `get_user_pages: mapping ${vma.toString()} is not readable`, { address: addr });
+    throw new HmmError('EFAULT', `get_user_pages: mapping ${vma.toString()} is not readable`, {
+      address: addr,
+    });
   }
   if ((gupFlags & Foll.LONGTERM) !== 0 && write && vma.file !== null && !vma.file.shmem && vma.isShared) {
-    throw new HmmError('EFAULT', `get_user_pages: FOLL_LONGTERM|FOLL_WRITE on a file mapping that needs dirty tracking`, {
-      address: addr,
-      kernelRef: 'mm/gup.c:writable_file_mapping_allowed',
-    });
+    throw new HmmError(
+      'EFAULT',
+      `get_user_pages: FOLL_LONGTERM|FOLL_WRITE on a file mapping that needs dirty tracking`,
+      {
+        address: addr,
+        kernelRef: 'mm/gup.c:writable_file_mapping_allowed',
+      },
+    );
   }
   return vma;
 }
@@ -94,9 +109,13 @@ export async function getUserPagesInternal(
   gupFlags: number,
 ): Promise<Int32Array> {
   mm.assertLive('get_user_pages');
-  if ((gupFlags & ~KNOWN) !== 0) throw new HmmError('EINVAL', `get_user_pages: unknown flags ${hex(gupFlags & ~KNOWN)}`);
+  if ((gupFlags & ~KNOWN) !== 0)
+    throw new HmmError('EINVAL', `get_user_pages: unknown flags ${hex(gupFlags & ~KNOWN)}`);
   if ((gupFlags & Foll.FORCE) !== 0) {
-    throw new HmmError('EINVAL', 'get_user_pages: FOLL_FORCE (ptrace-style access past the VMA protection) is not simulated');
+    throw new HmmError(
+      'EINVAL',
+      'get_user_pages: FOLL_FORCE (ptrace-style access past the VMA protection) is not simulated',
+    );
   }
   if (!Number.isSafeInteger(start) || start < 0 || start % PAGE_SIZE !== 0) {
     throw new HmmError('EINVAL', `get_user_pages: start ${String(start)} is not page aligned`);
@@ -105,7 +124,10 @@ export async function getUserPagesInternal(
     throw new HmmError('EINVAL', `get_user_pages: nr_pages ${String(nrPages)} must be a positive integer`);
   }
   if (start + nrPages * PAGE_SIZE > TASK_SIZE) {
-    throw new HmmError('EFAULT', `get_user_pages: range ${hex(start)}+${nrPages} pages leaves the address space`);
+    throw new HmmError(
+      'EFAULT',
+      `get_user_pages: range ${hex(start)}+${nrPages} pages leaves the address space`,
+    );
   }
   const pin = (gupFlags & Foll.PIN) !== 0;
   const out = new Int32Array(nrPages);
@@ -116,25 +138,37 @@ export async function getUserPagesInternal(
     let vma: Vma | undefined;
     for (let i = 0; i < nrPages; i++) {
       const addr = start + i * PAGE_SIZE;
-      if (vma === undefined || addr >= vma.end || addr < vma.start) vma = checkVma(mm.vmas.lookup(addr), addr, gupFlags);
+      if (vma === undefined || addr >= vma.end || addr < vma.start)
+        vma = checkVma(mm.vmas.lookup(addr), addr, gupFlags);
       const vpn = addr / PAGE_SIZE;
       let pfn = followPage(ctx, mm, vpn, gupFlags);
       for (let tries = 0; pfn < 0; tries++) {
         if (tries === 100) {
-          throw new HmmError('EAGAIN', `get_user_pages: page at ${hex(addr)} kept changing under the fault`, { address: addr });
-        }
-        if ((gupFlags & Foll.NOFAULT) !== 0) {
-          throw new HmmError('EFAULT', `get_user_pages: page at ${hex(addr)} is not present and FOLL_NOFAULT is set`, {
+          throw new HmmError('EAGAIN', `get_user_pages: page at ${hex(addr)} kept changing under the fault`, {
             address: addr,
           });
         }
-        const ff = ((gupFlags & Foll.WRITE) !== 0 ? FaultFlag.WRITE : 0) | (pin ? FaultFlag.UNSHARE : 0) | FaultFlag.REMOTE;
+        if ((gupFlags & Foll.NOFAULT) !== 0) {
+          throw new HmmError(
+            'EFAULT',
+            `get_user_pages: page at ${hex(addr)} is not present and FOLL_NOFAULT is set`,
+            {
+              address: addr,
+            },
+          );
+        }
+        const ff =
+          ((gupFlags & Foll.WRITE) !== 0 ? FaultFlag.WRITE : 0) |
+          (pin ? FaultFlag.UNSHARE : 0) |
+          FaultFlag.REMOTE;
         await handleMmFault(ctx, vma, addr, ff);
         pfn = followPage(ctx, mm, vpn, gupFlags);
       }
       if (pin) {
         if (mem.pincount[pfn]! >= MAX_PINCOUNT) {
-          throw new HmmError('ENOMEM', `pin_user_pages: page ${hex(pfn)} already has ${MAX_PINCOUNT} pins`, { address: addr });
+          throw new HmmError('ENOMEM', `pin_user_pages: page ${hex(pfn)} already has ${MAX_PINCOUNT} pins`, {
+            address: addr,
+          });
         }
         mem.pincount[pfn]!++;
       }
@@ -155,14 +189,28 @@ export async function getUserPagesInternal(
 }
 
 /** `get_user_pages`: references (FOLL_GET) the pages of a range, faulting them in. */
-export async function getUserPages(ctx: MmContext, mm: MmStruct, start: number, nrPages: number, gupFlags = 0): Promise<Int32Array> {
-  if ((gupFlags & Foll.PIN) !== 0) throw new HmmError('EINVAL', 'get_user_pages: FOLL_PIN is for pin_user_pages only');
+export async function getUserPages(
+  ctx: MmContext,
+  mm: MmStruct,
+  start: number,
+  nrPages: number,
+  gupFlags = 0,
+): Promise<Int32Array> {
+  if ((gupFlags & Foll.PIN) !== 0)
+    throw new HmmError('EINVAL', 'get_user_pages: FOLL_PIN is for pin_user_pages only');
   return getUserPagesInternal(ctx, mm, start, nrPages, gupFlags | Foll.GET);
 }
 
 /** `pin_user_pages`: pins (FOLL_PIN) the pages of a range, faulting them in. */
-export async function pinUserPages(ctx: MmContext, mm: MmStruct, start: number, nrPages: number, gupFlags = 0): Promise<Int32Array> {
-  if ((gupFlags & Foll.GET) !== 0) throw new HmmError('EINVAL', 'pin_user_pages: FOLL_GET cannot be combined with pinning');
+export async function pinUserPages(
+  ctx: MmContext,
+  mm: MmStruct,
+  start: number,
+  nrPages: number,
+  gupFlags = 0,
+): Promise<Int32Array> {
+  if ((gupFlags & Foll.GET) !== 0)
+    throw new HmmError('EINVAL', 'pin_user_pages: FOLL_GET cannot be combined with pinning');
   return getUserPagesInternal(ctx, mm, start, nrPages, gupFlags | Foll.PIN);
 }
 
@@ -181,7 +229,11 @@ export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
   for (const [pfn, n] of countPerPfn(pfns)) {
     // The zero page (pfn 0, always allocated) may hold short-term read pins; its pincount guards it.
     if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
-      throw new HmmError('EINVAL', `unpin_user_page: ${String(pfn)} is not an allocated frame (unpinned and freed already?)`, { kernelRef: 'mm/gup.c:unpin_user_page' });
+      throw new HmmError(
+        'EINVAL',
+        `unpin_user_page: ${String(pfn)} is not an allocated frame (unpinned and freed already?)`,
+        { kernelRef: 'mm/gup.c:unpin_user_page' },
+      );
     }
     if (mem.pincount[pfn]! < n) {
       throw new HmmError(
@@ -209,8 +261,16 @@ export function putUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
     if (!Number.isInteger(pfn) || pfn <= 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
       throw new HmmError('EINVAL', `put_page: ${String(pfn)} is not an allocated frame`);
     }
-    const gets = mem.refcount[pfn]! - mem.mapcount[pfn]! - mem.pincount[pfn]! - ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
-    if (gets < n) throw new HmmError('EINVAL', `put_page: frame ${hex(pfn)} holds ${gets} GUP references, cannot drop ${n}`);
+    const gets =
+      mem.refcount[pfn]! -
+      mem.mapcount[pfn]! -
+      mem.pincount[pfn]! -
+      ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
+    if (gets < n)
+      throw new HmmError(
+        'EINVAL',
+        `put_page: frame ${hex(pfn)} holds ${gets} GUP references, cannot drop ${n}`,
+      );
   }
   for (let i = 0; i < pfns.length; i++) {
     if (pfns[i] === ZERO_PFN) {

@@ -24,7 +24,16 @@ export { NotifyEvent, NOTIFY_EVENT_NAMES } from './mmu-notifier-hooks.js';
 export type { MmuNotifierHooks, MmuNotifierRange, NotifyEventId } from './mmu-notifier-hooks.js';
 export { Rmap } from './rmap.js';
 export type { RmapVisitor } from './rmap.js';
-export { FaultFlag, handleMmFault, zapPte, zapRange, zapRangeNotify, notifyStart, notifyEnd, findOrReadPage } from './memory.js';
+export {
+  FaultFlag,
+  handleMmFault,
+  zapPte,
+  zapRange,
+  zapRangeNotify,
+  notifyStart,
+  notifyEnd,
+  findOrReadPage,
+} from './memory.js';
 export { doMmap, doMunmap, exitMmap, getUnmappedArea, unmapRangeLocked } from './mmap.js';
 export type { MmapArgs } from './mmap.js';
 export { doMprotect } from './mprotect.js';

@@ -44,7 +44,8 @@ export class Lru {
   /** Adds a frame at the head of its list (`lruvec_add_folio`). */
   add(pfn: number): void {
     const mem = this.mem;
-    if ((mem.flags[pfn]! & PG.LRU) !== 0) throw new HmmError('EINVAL', `frame ${hex(pfn)} is already on an LRU list`);
+    if ((mem.flags[pfn]! & PG.LRU) !== 0)
+      throw new HmmError('EINVAL', `frame ${hex(pfn)} is already on an LRU list`);
     const l = this.listOf(pfn);
     const h = this.head[l]!;
     mem.lruPrev[pfn] = -1;

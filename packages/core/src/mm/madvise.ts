@@ -27,7 +27,13 @@ import { Pte, PteType, pteType } from './pgtable.js';
  * anonymous memory); ENOMEM if part of the range is unmapped. All checks happen before any change.
  * A length of 0 succeeds and does nothing, as in the kernel.
  */
-export async function doMadvise(ctx: MmContext, mm: MmStruct, addr: number, length: number, advice: number): Promise<void> {
+export async function doMadvise(
+  ctx: MmContext,
+  mm: MmStruct,
+  addr: number,
+  length: number,
+  advice: number,
+): Promise<void> {
   mm.assertLive('madvise');
   if (advice !== Madv.DONTNEED && advice !== Madv.FREE && advice !== Madv.WILLNEED) {
     throw new HmmError('EINVAL', `madvise: unsupported advice ${advice}`);
@@ -38,7 +44,8 @@ export async function doMadvise(ctx: MmContext, mm: MmStruct, addr: number, leng
   await mm.mmapLock.read();
   try {
     mm.assertLive('madvise');
-    if (!mm.vmas.covers(addr, end)) throw new HmmError('ENOMEM', `madvise: range ${hex(addr)}-${hex(end)} is not fully mapped`);
+    if (!mm.vmas.covers(addr, end))
+      throw new HmmError('ENOMEM', `madvise: range ${hex(addr)}-${hex(end)} is not fully mapped`);
     const vmas = mm.vmas.intersecting(addr, end);
     for (const v of vmas) {
       if (advice === Madv.DONTNEED && (v.flags & (VmFlag.LOCKED | VmFlag.PFNMAP)) !== 0) {

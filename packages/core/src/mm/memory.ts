@@ -55,7 +55,15 @@ export async function notifyStart(
   const range: MmuNotifierRange = { mm, start, end, event, blockable: true, owner };
   const bus = mm.ctx.trace;
   if (bus.enabled('mm.invalidate')) {
-    bus.emit({ type: 'mm.invalidate', ts: mm.ctx.sched.now, mm: mm.id, start, end, event: NOTIFY_EVENT_NAMES[event]!, blockable: true });
+    bus.emit({
+      type: 'mm.invalidate',
+      ts: mm.ctx.sched.now,
+      mm: mm.id,
+      start,
+      end,
+      event: NOTIFY_EVENT_NAMES[event]!,
+      blockable: true,
+    });
   }
   await hooks.invalidateRangeStart(range);
   return range;
@@ -134,7 +142,11 @@ function mapNewAnon(ctx: MmContext, mm: MmStruct, slot: number, pfn: number, pte
 }
 
 /** Returns the page-cache frame of `file` at `index`, reading it from the backing store if absent. */
-export async function findOrReadPage(ctx: MmContext, file: import('./filemap.js').SimFile, index: number): Promise<number> {
+export async function findOrReadPage(
+  ctx: MmContext,
+  file: import('./filemap.js').SimFile,
+  index: number,
+): Promise<number> {
   for (;;) {
     const cached = file.pageCache.get(index);
     if (cached !== undefined) return cached;
@@ -151,7 +163,12 @@ export async function findOrReadPage(ctx: MmContext, file: import('./filemap.js'
 }
 
 /** Inserts a fresh frame into a file's page cache (`filemap_add_folio`); the cache holds its reference. */
-export function addToPageCache(ctx: MmContext, file: import('./filemap.js').SimFile, index: number, pfn: number): void {
+export function addToPageCache(
+  ctx: MmContext,
+  file: import('./filemap.js').SimFile,
+  index: number,
+  pfn: number,
+): void {
   const mem = ctx.mem;
   mem.flags[pfn]! |= PG.PAGECACHE | (file.shmem ? PG.SWAPBACKED : 0);
   mem.owner[pfn] = file.id;
@@ -189,9 +206,13 @@ export async function handleMmFault(ctx: MmContext, vma: Vma, addr: number, flag
     } else if ((pf & Pte.PRESENT) === 0) {
       const type = pteType(pf);
       if (type !== PteType.SWAP) {
-        throw new HmmError('EFAULT', `fault at ${hex(addr)} on a non-present entry of type ${type} the CPU side cannot resolve`, {
-          address: addr,
-        });
+        throw new HmmError(
+          'EFAULT',
+          `fault at ${hex(addr)} on a non-present entry of type ${type} the CPU side cannot resolve`,
+          {
+            address: addr,
+          },
+        );
       }
       r = await doSwapPage(ctx, vma, vpn, slot, pv, flags);
     } else if (
@@ -209,9 +230,13 @@ export async function handleMmFault(ctx: MmContext, vma: Vma, addr: number, flag
       return;
     }
   }
-  throw new HmmError('EAGAIN', `fault at ${hex(addr)} kept racing with other tasks (${MAX_FAULT_RETRIES} retries)`, {
-    address: addr,
-  });
+  throw new HmmError(
+    'EAGAIN',
+    `fault at ${hex(addr)} kept racing with other tasks (${MAX_FAULT_RETRIES} retries)`,
+    {
+      address: addr,
+    },
+  );
 }
 
 /** True if a pin on this present PTE's page needs an exclusive copy first (`gup_must_unshare`; GUP decides when to ask). */
@@ -259,7 +284,8 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
   }
   const file = vma.file;
   const index = vma.fileIndex(addr);
-  if (index * PAGE_SIZE >= file.size) throw sigbus(vma, addr, `file page ${index} is beyond end of file (size ${file.size})`);
+  if (index * PAGE_SIZE >= file.size)
+    throw sigbus(vma, addr, `file page ${index} is beyond end of file (size ${file.size})`);
   const page = await findOrReadPage(ctx, file, index);
   if (write && !vma.isShared) {
     // do_cow_fault: private write to a file page copies it into a new anon page.
@@ -293,7 +319,14 @@ async function doFaultNone(ctx: MmContext, vma: Vma, vpn: number, flags: number)
 }
 
 /** Swap-in (`do_swap_page`): reads the slot into a new exclusive frame and drops one use of the slot. */
-async function doSwapPage(ctx: MmContext, vma: Vma, vpn: number, slot: number, swapSlot: number, flags: number): Promise<number> {
+async function doSwapPage(
+  ctx: MmContext,
+  vma: Vma,
+  vpn: number,
+  slot: number,
+  swapSlot: number,
+  flags: number,
+): Promise<number> {
   const mm = vma.mm;
   const fast = ctx.mem.alloc(); // no await while a frame is free
   const pfn = fast >= 0 ? fast : await ctx.allocPage();
@@ -367,7 +400,11 @@ async function doWpPage(
   const range = await notifyStart(mm, addr, addr + PAGE_SIZE, NotifyEvent.CLEAR);
   const now = mm.pgtable.lookup(vpn);
   const nf = now < 0 ? 0 : arena.pteFlags[now]!;
-  if (now !== slot || arena.pteVal[slot] !== pv || (nf & (Pte.PRESENT | Pte.WRITE)) !== (pf & (Pte.PRESENT | Pte.WRITE))) {
+  if (
+    now !== slot ||
+    arena.pteVal[slot] !== pv ||
+    (nf & (Pte.PRESENT | Pte.WRITE)) !== (pf & (Pte.PRESENT | Pte.WRITE))
+  ) {
     notifyEnd(mm, range);
     ctx.putPage(pfn);
     return RETRY;

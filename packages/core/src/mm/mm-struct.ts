@@ -50,7 +50,10 @@ export class MmStruct {
   /** Throws ESRCH unless the mm is live (`mmget_not_zero` failing). */
   assertLive(op: string): void {
     if (this.state !== 'live') {
-      throw new HmmError('ESRCH', `${op} on mm ${this.id}, which has ${this.state === 'dead' ? 'exited' : 'begun exiting'}`);
+      throw new HmmError(
+        'ESRCH',
+        `${op} on mm ${this.id}, which has ${this.state === 'dead' ? 'exited' : 'begun exiting'}`,
+      );
     }
   }
 }

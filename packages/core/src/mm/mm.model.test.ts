@@ -69,7 +69,16 @@ interface Pin {
 
 /** One generated step; numbers are interpreted against the state when the step runs. */
 type Op =
-  | { t: 'mmap'; kind: Kind; pages: number; prot: number; fileNo: number; off: number; fixed: boolean; at: number }
+  | {
+      t: 'mmap';
+      kind: Kind;
+      pages: number;
+      prot: number;
+      fileNo: number;
+      off: number;
+      fixed: boolean;
+      at: number;
+    }
   | { t: 'munmap'; seg: number; from: number; pages: number }
   | { t: 'mprotect'; seg: number; from: number; pages: number; prot: number }
   | { t: 'mremap'; seg: number; pages: number; move: boolean; dontunmap: boolean }
@@ -86,18 +95,94 @@ const protArb = fc.constantFrom(Prot.READ | Prot.WRITE, Prot.READ | Prot.WRITE, 
 const small = fc.nat({ max: 40 });
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ t: fc.constant('mmap' as const), kind: fc.constantFrom<Kind>('anon', 'anon', 'shm', 'file'), pages: fc.integer({ min: 1, max: 12 }), prot: protArb, fileNo: fc.nat({ max: 1 }), off: fc.nat({ max: 6 }), fixed: fc.boolean(), at: small }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('munmap' as const), seg: small, from: fc.nat({ max: 8 }), pages: fc.integer({ min: 1, max: 8 }) }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('mprotect' as const), seg: small, from: fc.nat({ max: 8 }), pages: fc.integer({ min: 1, max: 10 }), prot: protArb }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('mremap' as const), seg: small, pages: fc.integer({ min: 1, max: 14 }), move: fc.boolean(), dontunmap: fc.boolean() }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('madvise' as const), seg: small, from: fc.nat({ max: 8 }), pages: fc.integer({ min: 1, max: 8 }), advice: fc.constantFrom<number>(Madv.DONTNEED, Madv.FREE, Madv.WILLNEED) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      t: fc.constant('mmap' as const),
+      kind: fc.constantFrom<Kind>('anon', 'anon', 'shm', 'file'),
+      pages: fc.integer({ min: 1, max: 12 }),
+      prot: protArb,
+      fileNo: fc.nat({ max: 1 }),
+      off: fc.nat({ max: 6 }),
+      fixed: fc.boolean(),
+      at: small,
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('munmap' as const),
+      seg: small,
+      from: fc.nat({ max: 8 }),
+      pages: fc.integer({ min: 1, max: 8 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('mprotect' as const),
+      seg: small,
+      from: fc.nat({ max: 8 }),
+      pages: fc.integer({ min: 1, max: 10 }),
+      prot: protArb,
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('mremap' as const),
+      seg: small,
+      pages: fc.integer({ min: 1, max: 14 }),
+      move: fc.boolean(),
+      dontunmap: fc.boolean(),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('madvise' as const),
+      seg: small,
+      from: fc.nat({ max: 8 }),
+      pages: fc.integer({ min: 1, max: 8 }),
+      advice: fc.constantFrom<number>(Madv.DONTNEED, Madv.FREE, Madv.WILLNEED),
+    }),
+  },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('fork' as const) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('exit' as const), proc: small }) },
-  { weight: 5, arbitrary: fc.record({ t: fc.constant('read' as const), seg: small, from: fc.nat({ max: 12 * P }), len: fc.integer({ min: 1, max: 5 * P }) }) },
-  { weight: 6, arbitrary: fc.record({ t: fc.constant('write' as const), seg: small, from: fc.nat({ max: 12 * P }), len: fc.integer({ min: 1, max: 5 * P }), byte: fc.integer({ min: 1, max: 255 }) }) },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant('pin' as const), seg: small, from: fc.nat({ max: 8 }), pages: fc.integer({ min: 1, max: 4 }), write: fc.boolean() }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      t: fc.constant('read' as const),
+      seg: small,
+      from: fc.nat({ max: 12 * P }),
+      len: fc.integer({ min: 1, max: 5 * P }),
+    }),
+  },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      t: fc.constant('write' as const),
+      seg: small,
+      from: fc.nat({ max: 12 * P }),
+      len: fc.integer({ min: 1, max: 5 * P }),
+      byte: fc.integer({ min: 1, max: 255 }),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      t: fc.constant('pin' as const),
+      seg: small,
+      from: fc.nat({ max: 8 }),
+      pages: fc.integer({ min: 1, max: 4 }),
+      write: fc.boolean(),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('unpin' as const), which: small }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('reclaim' as const), pages: fc.integer({ min: 1, max: 64 }) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ t: fc.constant('reclaim' as const), pages: fc.integer({ min: 1, max: 64 }) }),
+  },
 );
 
 /** Error code an SDK call produced, or null. */
@@ -178,7 +263,8 @@ class World {
       mp.priv.delete(v);
       mp.amb.delete(v);
     }
-    for (const pin of this.pins) if (pin.proc === mp && pin.vpn >= start / P && pin.vpn < end / P) pin.valid = false;
+    for (const pin of this.pins)
+      if (pin.proc === mp && pin.vpn >= start / P && pin.vpn < end / P) pin.valid = false;
   }
 
   covered(mp: MProc, start: number, end: number): boolean {
@@ -228,7 +314,12 @@ class World {
     switch (op.t) {
       case 'mmap': {
         const len = op.pages * P;
-        let flags = op.kind === 'anon' ? MapFlag.PRIVATE | MapFlag.ANONYMOUS : op.kind === 'shm' ? MapFlag.SHARED | MapFlag.ANONYMOUS : MapFlag.SHARED;
+        let flags =
+          op.kind === 'anon'
+            ? MapFlag.PRIVATE | MapFlag.ANONYMOUS
+            : op.kind === 'shm'
+              ? MapFlag.SHARED | MapFlag.ANONYMOUS
+              : MapFlag.SHARED;
         let file: MObj | null = null;
         let offset = 0;
         let shared = op.kind !== 'anon';
@@ -246,13 +337,33 @@ class World {
           fixedAt = s.start + (op.at % 3) * P;
           flags |= MapFlag.FIXED;
         }
-        const addr = await p.mmap({ addr: fixedAt, length: len, prot: op.prot, flags, file: file?.sdk ?? null, offset });
-        this.log.push(`pid ${p.pid}: mmap ${op.kind}${shared ? '' : '-private'}${file !== null ? ` f${this.files.indexOf(file)}@${offset / P}` : ''} ${op.pages}p prot ${op.prot}${fixedAt !== undefined ? ' FIXED' : ''} -> ${addr.toString(16)}`);
+        const addr = await p.mmap({
+          addr: fixedAt,
+          length: len,
+          prot: op.prot,
+          flags,
+          file: file?.sdk ?? null,
+          offset,
+        });
+        this.log.push(
+          `pid ${p.pid}: mmap ${op.kind}${shared ? '' : '-private'}${file !== null ? ` f${this.files.indexOf(file)}@${offset / P}` : ''} ${op.pages}p prot ${op.prot}${fixedAt !== undefined ? ' FIXED' : ''} -> ${addr.toString(16)}`,
+        );
         if (fixedAt !== undefined) expect(addr).toBe(fixedAt);
-        else expect(this.covered(mp, addr, addr + len) || mp.segs.some((s) => s.start < addr + len && addr < s.end)).toBe(false);
+        else
+          expect(
+            this.covered(mp, addr, addr + len) || mp.segs.some((s) => s.start < addr + len && addr < s.end),
+          ).toBe(false);
         this.unmapModel(mp, addr, addr + len);
         const obj = op.kind === 'shm' ? { pages: new Map<number, Uint8Array>(), size: len, sdk: null } : file;
-        mp.segs.push({ start: addr, end: addr + len, prot: op.prot, kind: op.kind, shared, obj, pgoff: op.kind === 'file' ? offset / P : 0 });
+        mp.segs.push({
+          start: addr,
+          end: addr + len,
+          prot: op.prot,
+          kind: op.kind,
+          shared,
+          obj,
+          pgoff: op.kind === 'file' ? offset / P : 0,
+        });
         this.normalize(mp);
         return;
       }
@@ -299,9 +410,14 @@ class World {
         const newLen = op.pages * P;
         const dontunmap = op.dontunmap && op.move && s.kind === 'anon' && newLen === oldLen;
         const flags = op.move ? MremapFlag.MAYMOVE | (dontunmap ? MremapFlag.DONTUNMAP : 0) : 0;
-        const inPlace = newLen <= oldLen || (s.end + (newLen - oldLen) <= TASK_SIZE && !mp.segs.some((x) => x.start < s.start + newLen && x.end > s.end));
+        const inPlace =
+          newLen <= oldLen ||
+          (s.end + (newLen - oldLen) <= TASK_SIZE &&
+            !mp.segs.some((x) => x.start < s.start + newLen && x.end > s.end));
         const want = !dontunmap && !inPlace && !op.move ? 'ENOMEM' : null;
-        this.log.push(`pid ${p.pid}: mremap ${s.start.toString(16)} ${oldLen / P}p -> ${op.pages}p flags ${flags} expect ${want}`);
+        this.log.push(
+          `pid ${p.pid}: mremap ${s.start.toString(16)} ${oldLen / P}p -> ${op.pages}p flags ${flags} expect ${want}`,
+        );
         let addr = -1;
         const got = await codeOf(async () => {
           addr = await p.mremap(s.start, oldLen, newLen, flags);
@@ -352,7 +468,9 @@ class World {
         if (want === null && op.advice === Madv.FREE) {
           for (let a = start; a < end; a += P) if (this.segAt(mp, a)!.kind !== 'anon') want = 'EINVAL';
         }
-        this.log.push(`pid ${p.pid}: madvise ${start.toString(16)} ${op.pages}p advice ${op.advice} expect ${want}`);
+        this.log.push(
+          `pid ${p.pid}: madvise ${start.toString(16)} ${op.pages}p advice ${op.advice} expect ${want}`,
+        );
         const got = await codeOf(() => p.madvise(start, op.pages * P, op.advice as 3 | 4 | 8));
         expect(got).toBe(want);
         if (got !== null) return;
@@ -389,7 +507,8 @@ class World {
         await victim.p.exit();
         this.procs.splice(this.procs.indexOf(victim), 1);
         for (const pin of this.pins) if (pin.proc === victim) pin.valid = false;
-        if (this.procs.length === 0) this.procs.push({ p: this.m.createProcess('next'), segs: [], priv: new Map(), amb: new Map() });
+        if (this.procs.length === 0)
+          this.procs.push({ p: this.m.createProcess('next'), segs: [], priv: new Map(), amb: new Map() });
         return;
       }
       case 'read':
@@ -449,10 +568,13 @@ class World {
         const breakCow = (end: number): void => {
           for (let a = start; a < end; a += P) {
             const seg = this.segAt(mp, a)!;
-            if (seg.kind === 'file' && !seg.shared && !mp.priv.has(a / P)) mp.priv.set(a / P, this.pageCands(mp, seg, a)[0]!);
+            if (seg.kind === 'file' && !seg.shared && !mp.priv.has(a / P))
+              mp.priv.set(a / P, this.pageCands(mp, seg, a)[0]!);
           }
         };
-        this.log.push(`pid ${p.pid}: pin ${start.toString(16)} ${op.pages}p write=${op.write} expect ${want}`);
+        this.log.push(
+          `pid ${p.pid}: pin ${start.toString(16)} ${op.pages}p write=${op.write} expect ${want}`,
+        );
         let pfns: Int32Array | null = null;
         const got = await codeOf(async () => {
           pfns = await p.pinUserPages(start, op.pages, Foll.LONGTERM | (op.write ? Foll.WRITE : 0));
@@ -460,7 +582,8 @@ class World {
         expect(got).toBe(want);
         breakCow(got !== null ? reached : start + op.pages * P);
         if (got !== null) return;
-        for (let i = 0; i < op.pages; i++) this.pins.push({ proc: mp, vpn: start / P + i, pfn: pfns![i]!, valid: true });
+        for (let i = 0; i < op.pages; i++)
+          this.pins.push({ proc: mp, vpn: start / P + i, pfn: pfns![i]!, valid: true });
         return;
       }
       case 'unpin': {
@@ -555,8 +678,13 @@ class World {
     this.m.checkInvariants();
     const ctx = this.m.mm;
     for (const mp of this.procs) {
-      const sdk = mp.p.mm.vmas.all().map((v) => `${v.start.toString(16)}-${v.end.toString(16)}:${v.flags & 7}`);
-      const model = mp.segs.map((s) => `${s.start.toString(16)}-${s.end.toString(16)}:${s.prot === Prot.NONE ? 0 : s.prot === Prot.READ ? 1 : 3}`);
+      const sdk = mp.p.mm.vmas
+        .all()
+        .map((v) => `${v.start.toString(16)}-${v.end.toString(16)}:${v.flags & 7}`);
+      const model = mp.segs.map(
+        (s) =>
+          `${s.start.toString(16)}-${s.end.toString(16)}:${s.prot === Prot.NONE ? 0 : s.prot === Prot.READ ? 1 : 3}`,
+      );
       expect(sdk).toEqual(model);
     }
     const pinsPerPfn = new Map<number, number>();
@@ -577,7 +705,10 @@ class World {
   async teardown(): Promise<void> {
     for (const mp of [...this.procs]) await mp.p.exit();
     // Pins outlive the processes that took them.
-    unpinUserPages(this.m.mm, this.pins.splice(0).map((pin) => pin.pfn));
+    unpinUserPages(
+      this.m.mm,
+      this.pins.splice(0).map((pin) => pin.pfn),
+    );
     for (const f of this.files) await this.m.truncate(f.sdk!, 0);
     const st = this.m.stats();
     expect(st.usedPages).toBe(0);
@@ -602,32 +733,49 @@ const STATS: Map<string, number> | null = process.env.HMM_PROP_STATS === undefin
 const RUNS = Number(process.env.HMM_PROP_RUNS ?? 200);
 
 describe('mm model-based property', () => {
-  it(`random syscall sequences match the reference model (${RUNS} sequences)`, async () => {
-    await fc.assert(
-      fc.asyncProperty(
-        fc.array(fc.integer({ min: 2, max: 10 }), { minLength: 2, maxLength: 2 }),
-        fc.array(fc.tuple(opArb, fc.nat({ max: 7 })), { minLength: 20, maxLength: 120, size: 'max' }),
-        async (fileSizes, ops) => {
-          const w = new World();
-          await w.init(fileSizes);
-          try {
-            for (const [op, who] of ops) {
-              const before = w.log.length;
-              await w.step(op, who);
-              if (op.t === 'reclaim' || op.t === 'fork') await w.verifyAll();
-              if (STATS !== null) STATS.set(w.log.length > before ? op.t : `${op.t}-noop`, (STATS.get(w.log.length > before ? op.t : `${op.t}-noop`) ?? 0) + 1);
-              w.check();
+  it(
+    `random syscall sequences match the reference model (${RUNS} sequences)`,
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.integer({ min: 2, max: 10 }), { minLength: 2, maxLength: 2 }),
+          fc.array(fc.tuple(opArb, fc.nat({ max: 7 })), { minLength: 20, maxLength: 120, size: 'max' }),
+          async (fileSizes, ops) => {
+            const w = new World();
+            await w.init(fileSizes);
+            try {
+              for (const [op, who] of ops) {
+                const before = w.log.length;
+                await w.step(op, who);
+                if (op.t === 'reclaim' || op.t === 'fork') await w.verifyAll();
+                if (STATS !== null)
+                  STATS.set(
+                    w.log.length > before ? op.t : `${op.t}-noop`,
+                    (STATS.get(w.log.length > before ? op.t : `${op.t}-noop`) ?? 0) + 1,
+                  );
+                w.check();
+              }
+              await w.verifyAll();
+              await w.teardown();
+            } catch (e) {
+              (e as Error).message += `\nsteps:\n  ${w.log.join('\n  ')}`;
+              throw e;
             }
-            await w.verifyAll();
-            await w.teardown();
-          } catch (e) {
-            (e as Error).message += `\nsteps:\n  ${w.log.join('\n  ')}`;
-            throw e;
-          }
+          },
+        ),
+        {
+          numRuns: RUNS,
+          seed: process.env.HMM_PROP_SEED === undefined ? undefined : Number(process.env.HMM_PROP_SEED),
         },
-      ),
-      { numRuns: RUNS, seed: process.env.HMM_PROP_SEED === undefined ? undefined : Number(process.env.HMM_PROP_SEED) },
-    );
-    if (STATS !== null) console.log([...STATS].sort().map(([k, v]) => `${k}: ${v}`).join('\n'));
-  }, Math.max(60_000, RUNS * 300));
+      );
+      if (STATS !== null)
+        console.log(
+          [...STATS]
+            .sort()
+            .map(([k, v]) => `${k}: ${v}`)
+            .join('\n'),
+        );
+    },
+    Math.max(60_000, RUNS * 300),
+  );
 });

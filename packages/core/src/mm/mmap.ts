@@ -45,7 +45,12 @@ export interface MmapArgs {
 
 const PROT_MASK = Prot.READ | Prot.WRITE | Prot.EXEC;
 const MAP_MASK =
-  MapFlag.SHARED | MapFlag.PRIVATE | MapFlag.FIXED | MapFlag.ANONYMOUS | MapFlag.POPULATE | MapFlag.FIXED_NOREPLACE;
+  MapFlag.SHARED |
+  MapFlag.PRIVATE |
+  MapFlag.FIXED |
+  MapFlag.ANONYMOUS |
+  MapFlag.POPULATE |
+  MapFlag.FIXED_NOREPLACE;
 
 /** VMA protection bits for `prot` (`calc_vm_prot_bits`). */
 export function protToVmFlags(prot: number): number {
@@ -61,9 +66,13 @@ export function checkUserRange(op: string, addr: number, len: number, code: 'EIN
   if (!Number.isSafeInteger(addr) || addr < 0 || !pageAligned(addr)) {
     throw new HmmError('EINVAL', `${op}: address ${String(addr)} is not a page-aligned user address`);
   }
-  if (!Number.isSafeInteger(len) || len < 0) throw new HmmError('EINVAL', `${op}: length ${String(len)} is not a size`);
+  if (!Number.isSafeInteger(len) || len < 0)
+    throw new HmmError('EINVAL', `${op}: length ${String(len)} is not a size`);
   if (addr + pageAlignUp(len) > TASK_SIZE) {
-    throw new HmmError(code, `${op}: range ${hex(addr)}+${hex(len)} goes beyond the user address space (${hex(TASK_SIZE)})`);
+    throw new HmmError(
+      code,
+      `${op}: range ${hex(addr)}+${hex(len)} goes beyond the user address space (${hex(TASK_SIZE)})`,
+    );
   }
 }
 
@@ -152,7 +161,12 @@ export function splitRange(mm: MmStruct, start: number, end: number): Vma[] {
  * Unmaps [start, end) (`do_vmi_munmap`): one UNMAP invalidation over the range, then the PTEs are
  * zapped, emptied page tables freed and the VMAs removed. Caller holds `mmap_lock` for writing.
  */
-export async function unmapRangeLocked(ctx: MmContext, mm: MmStruct, start: number, end: number): Promise<void> {
+export async function unmapRangeLocked(
+  ctx: MmContext,
+  mm: MmStruct,
+  start: number,
+  end: number,
+): Promise<void> {
   if (mm.vmas.intersecting(start, end).length === 0) return;
   const vmas = splitRange(mm, start, end);
   const range = await notifyStart(mm, start, end, NotifyEvent.UNMAP);
@@ -169,15 +183,20 @@ function validateMmap(mm: MmStruct, a: MmapArgs): { len: number; vmFlags: number
   }
   const len = pageAlignUp(length);
   if (len > TASK_SIZE) throw new HmmError('ENOMEM', `mmap: length ${hex(length)} exceeds the address space`);
-  if ((prot & ~PROT_MASK) !== 0) throw new HmmError('EINVAL', `mmap: unknown prot bits ${hex(prot & ~PROT_MASK)}`);
-  if ((flags & ~MAP_MASK) !== 0) throw new HmmError('EINVAL', `mmap: unknown flags ${hex(flags & ~MAP_MASK)}`);
+  if ((prot & ~PROT_MASK) !== 0)
+    throw new HmmError('EINVAL', `mmap: unknown prot bits ${hex(prot & ~PROT_MASK)}`);
+  if ((flags & ~MAP_MASK) !== 0)
+    throw new HmmError('EINVAL', `mmap: unknown flags ${hex(flags & ~MAP_MASK)}`);
   const shared = (flags & MapFlag.SHARED) !== 0;
   if (shared === ((flags & MapFlag.PRIVATE) !== 0)) {
     throw new HmmError('EINVAL', 'mmap: exactly one of MAP_SHARED and MAP_PRIVATE must be given');
   }
   const offset = a.offset ?? 0;
   if (!Number.isSafeInteger(offset) || offset < 0 || !pageAligned(offset)) {
-    throw new HmmError('EINVAL', `mmap: offset ${String(offset)} must be a page-aligned, non-negative byte offset`);
+    throw new HmmError(
+      'EINVAL',
+      `mmap: offset ${String(offset)} must be a page-aligned, non-negative byte offset`,
+    );
   }
   const anon = (flags & MapFlag.ANONYMOUS) !== 0;
   if (anon && (a.file ?? null) !== null) throw new HmmError('EINVAL', 'mmap: MAP_ANONYMOUS with a file');
@@ -191,11 +210,18 @@ function validateMmap(mm: MmStruct, a: MmapArgs): { len: number; vmFlags: number
       throw new HmmError('EINVAL', `mmap: MAP_FIXED address ${String(a.addr)} must be page aligned`);
     }
     if (addr < MMAP_MIN_ADDR) {
-      throw new HmmError('EPERM', `mmap: MAP_FIXED address ${hex(addr)} is below mmap_min_addr (${hex(MMAP_MIN_ADDR)})`);
+      throw new HmmError(
+        'EPERM',
+        `mmap: MAP_FIXED address ${hex(addr)} is below mmap_min_addr (${hex(MMAP_MIN_ADDR)})`,
+      );
     }
-    if (addr + len > TASK_SIZE) throw new HmmError('ENOMEM', `mmap: ${hex(addr)}+${hex(len)} is beyond the address space`);
+    if (addr + len > TASK_SIZE)
+      throw new HmmError('ENOMEM', `mmap: ${hex(addr)}+${hex(len)} is beyond the address space`);
     if ((flags & MapFlag.FIXED_NOREPLACE) !== 0 && mm.vmas.intersecting(addr, addr + len).length > 0) {
-      throw new HmmError('EEXIST', `mmap: MAP_FIXED_NOREPLACE range ${hex(addr)}+${hex(len)} overlaps an existing mapping`);
+      throw new HmmError(
+        'EEXIST',
+        `mmap: MAP_FIXED_NOREPLACE range ${hex(addr)}+${hex(len)} overlaps an existing mapping`,
+      );
     }
   }
   let vmFlags = protToVmFlags(prot) | VmFlag.MAYREAD | VmFlag.MAYWRITE | VmFlag.MAYEXEC;
@@ -221,7 +247,10 @@ export async function doMmap(ctx: MmContext, mm: MmStruct, a: MmapArgs): Promise
     if (fixed) {
       addr = a.addr!;
       if ((a.flags & MapFlag.FIXED_NOREPLACE) !== 0 && mm.vmas.intersecting(addr, addr + len).length > 0) {
-        throw new HmmError('EEXIST', `mmap: MAP_FIXED_NOREPLACE range ${hex(addr)}+${hex(len)} overlaps an existing mapping`);
+        throw new HmmError(
+          'EEXIST',
+          `mmap: MAP_FIXED_NOREPLACE range ${hex(addr)}+${hex(len)} overlaps an existing mapping`,
+        );
       }
       await unmapRangeLocked(ctx, mm, addr, addr + len);
     } else {
@@ -237,7 +266,8 @@ export async function doMmap(ctx: MmContext, mm: MmStruct, a: MmapArgs): Promise
         addr = hint;
       } else {
         addr = getUnmappedArea(mm, len);
-        if (addr < 0) throw new HmmError('ENOMEM', `mmap: no free range of ${hex(len)} bytes in the address space`);
+        if (addr < 0)
+          throw new HmmError('ENOMEM', `mmap: no free range of ${hex(len)} bytes in the address space`);
       }
     }
     let file = a.file ?? null;

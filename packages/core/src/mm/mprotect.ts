@@ -24,7 +24,13 @@ const PROT_BITS = VmFlag.READ | VmFlag.WRITE | VmFlag.EXEC;
  * bits; ENOMEM if any part of the range is unmapped (checked before anything changes). A length of
  * 0 succeeds and does nothing, as in the kernel.
  */
-export async function doMprotect(ctx: MmContext, mm: MmStruct, addr: number, length: number, prot: number): Promise<void> {
+export async function doMprotect(
+  ctx: MmContext,
+  mm: MmStruct,
+  addr: number,
+  length: number,
+  prot: number,
+): Promise<void> {
   mm.assertLive('mprotect');
   if ((prot & ~(Prot.READ | Prot.WRITE | Prot.EXEC)) !== 0) {
     throw new HmmError('EINVAL', `mprotect: unknown prot bits ${hex(prot)}`);

@@ -8,7 +8,15 @@
 import { HmmError, hex } from '../errors/errno.js';
 import { MMAP_MIN_ADDR, MremapFlag, PAGE_SIZE, TASK_SIZE, pageAlignUp, pageAligned } from './constants.js';
 import { notifyEnd, notifyStart, zapRange } from './memory.js';
-import { checkUserRange, getUnmappedArea, linkVma, mergeVma, splitRange, unlinkVma, unmapRangeLocked } from './mmap.js';
+import {
+  checkUserRange,
+  getUnmappedArea,
+  linkVma,
+  mergeVma,
+  splitRange,
+  unlinkVma,
+  unmapRangeLocked,
+} from './mmap.js';
 import type { MmContext } from './mm-context.js';
 import type { MmStruct } from './mm-struct.js';
 import { NotifyEvent } from './mmu-notifier-hooks.js';
@@ -73,16 +81,23 @@ export async function doMremap(
     throw new HmmError('EINVAL', 'mremap: MREMAP_FIXED and MREMAP_DONTUNMAP require MREMAP_MAYMOVE');
   }
   checkUserRange('mremap', oldAddr, oldSize, 'EINVAL');
-  if (!Number.isSafeInteger(newSize) || newSize <= 0) throw new HmmError('EINVAL', `mremap: new size ${String(newSize)} must be positive`);
-  if (oldSize === 0) throw new HmmError('EINVAL', 'mremap: an old size of 0 (duplicating a shared mapping) is not supported');
+  if (!Number.isSafeInteger(newSize) || newSize <= 0)
+    throw new HmmError('EINVAL', `mremap: new size ${String(newSize)} must be positive`);
+  if (oldSize === 0)
+    throw new HmmError('EINVAL', 'mremap: an old size of 0 (duplicating a shared mapping) is not supported');
   const oldLen = pageAlignUp(oldSize);
   const newLen = pageAlignUp(newSize);
-  if (newLen > TASK_SIZE) throw new HmmError('ENOMEM', `mremap: new size ${hex(newSize)} exceeds the address space`);
-  if (dontUnmap && oldLen !== newLen) throw new HmmError('EINVAL', 'mremap: MREMAP_DONTUNMAP needs equal old and new sizes');
+  if (newLen > TASK_SIZE)
+    throw new HmmError('ENOMEM', `mremap: new size ${hex(newSize)} exceeds the address space`);
+  if (dontUnmap && oldLen !== newLen)
+    throw new HmmError('EINVAL', 'mremap: MREMAP_DONTUNMAP needs equal old and new sizes');
   if (fixed) {
     const na = newAddr ?? -1;
     if (!Number.isSafeInteger(na) || !pageAligned(na) || na < MMAP_MIN_ADDR || na + newLen > TASK_SIZE) {
-      throw new HmmError('EINVAL', `mremap: MREMAP_FIXED address ${String(newAddr)} is not a valid aligned user address`);
+      throw new HmmError(
+        'EINVAL',
+        `mremap: MREMAP_FIXED address ${String(newAddr)} is not a valid aligned user address`,
+      );
     }
     if (na < oldAddr + oldLen && oldAddr < na + newLen) {
       throw new HmmError('EINVAL', 'mremap: the new range overlaps the old one');
@@ -99,7 +114,10 @@ export async function doMremap(
       throw new HmmError('EFAULT', `mremap: cannot grow the special mapping ${vma.toString()}`);
     }
     if (dontUnmap && !vma.isAnonymous) {
-      throw new HmmError('EINVAL', 'mremap: MREMAP_DONTUNMAP is supported for private anonymous mappings only');
+      throw new HmmError(
+        'EINVAL',
+        'mremap: MREMAP_DONTUNMAP is supported for private anonymous mappings only',
+      );
     }
     if (!fixed && !dontUnmap) {
       if (newLen <= oldLen) {
@@ -117,7 +135,11 @@ export async function doMremap(
         mergeVma(mm, vma);
         return oldAddr;
       }
-      if (!mayMove) throw new HmmError('ENOMEM', `mremap: cannot grow ${hex(oldAddr)} in place and MREMAP_MAYMOVE was not given`);
+      if (!mayMove)
+        throw new HmmError(
+          'ENOMEM',
+          `mremap: cannot grow ${hex(oldAddr)} in place and MREMAP_MAYMOVE was not given`,
+        );
     }
     let dest: number;
     if (fixed) {

@@ -24,7 +24,10 @@ export class PageStore {
   private _materialised = 0;
   private _pagesWithData = 0;
 
-  constructor(capacity: number, private readonly growable = false) {
+  constructor(
+    capacity: number,
+    private readonly growable = false,
+  ) {
     this._capacity = capacity;
     this.has = new Uint8Array(growable ? Math.max(capacity, 16) : capacity);
     this.live = new Uint16Array(Math.ceil(this.has.length / PAGES_PER_CHUNK));

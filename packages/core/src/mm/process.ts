@@ -67,7 +67,13 @@ export class Process {
   }
 
   /** `mremap(2)`: returns the mapping's (new) address. */
-  async mremap(oldAddr: number, oldSize: number, newSize: number, flags = 0, newAddr?: number): Promise<number> {
+  async mremap(
+    oldAddr: number,
+    oldSize: number,
+    newSize: number,
+    flags = 0,
+    newAddr?: number,
+  ): Promise<number> {
     const addr = await doMremap(this.ctx, this.mm, oldAddr, oldSize, newSize, flags, newAddr);
     traceSyscall(this.ctx, this.mm.id, 'mremap', addr, newSize);
     return addr;

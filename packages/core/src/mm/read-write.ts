@@ -12,12 +12,19 @@ import type { MmContext } from './mm-context.js';
 import { PG } from './page-flags.js';
 
 function checkIo(op: string, offset: number, len: number): void {
-  if (!Number.isSafeInteger(offset) || offset < 0) throw new HmmError('EINVAL', `${op}: offset ${String(offset)} is not valid`);
-  if (!Number.isSafeInteger(len) || len < 0) throw new HmmError('EINVAL', `${op}: length ${String(len)} is not valid`);
+  if (!Number.isSafeInteger(offset) || offset < 0)
+    throw new HmmError('EINVAL', `${op}: offset ${String(offset)} is not valid`);
+  if (!Number.isSafeInteger(len) || len < 0)
+    throw new HmmError('EINVAL', `${op}: length ${String(len)} is not valid`);
 }
 
 /** Reads up to `len` bytes at `offset`; returns fewer at end of file (`pread`). */
-export async function fileRead(ctx: MmContext, file: SimFile, offset: number, len: number): Promise<Uint8Array> {
+export async function fileRead(
+  ctx: MmContext,
+  file: SimFile,
+  offset: number,
+  len: number,
+): Promise<Uint8Array> {
   checkIo('pread', offset, len);
   const n = Math.max(0, Math.min(len, file.size - offset));
   const out = new Uint8Array(n);
@@ -38,7 +45,12 @@ export async function fileRead(ctx: MmContext, file: SimFile, offset: number, le
 }
 
 /** Writes `data` at `offset`, extending the file if needed (`pwrite`). */
-export async function fileWrite(ctx: MmContext, file: SimFile, offset: number, data: Uint8Array): Promise<void> {
+export async function fileWrite(
+  ctx: MmContext,
+  file: SimFile,
+  offset: number,
+  data: Uint8Array,
+): Promise<void> {
   checkIo('pwrite', offset, data.length);
   let done = 0;
   while (done < data.length) {

@@ -123,7 +123,10 @@ export class Rmap {
   checkAnon(pfn: number): void {
     const n = (this.mem.rmap[pfn] === 0 ? 0 : 1) + (this.extra.get(pfn)?.length ?? 0);
     if (n !== this.mem.mapcount[pfn]) {
-      throw new HmmError('EINVAL', `rmap of frame ${hex(pfn)} records ${n} mappings, mapcount is ${this.mem.mapcount[pfn]}`);
+      throw new HmmError(
+        'EINVAL',
+        `rmap of frame ${hex(pfn)} records ${n} mappings, mapcount is ${this.mem.mapcount[pfn]}`,
+      );
     }
   }
 }

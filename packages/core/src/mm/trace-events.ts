@@ -20,17 +20,31 @@ declare module '../sim/trace.js' {
 }
 
 /** Path a fault took. */
-export type FaultKind = 'anon' | 'zero' | 'file' | 'cow' | 'reuse' | 'swapin' | 'special' | 'shared-write' | 'spurious';
+export type FaultKind =
+  'anon' | 'zero' | 'file' | 'cow' | 'reuse' | 'swapin' | 'special' | 'shared-write' | 'spurious';
 
 /** Emits an `mm.fault` event if anyone listens. */
-export function traceFault(ctx: MmContext, mm: number, address: number, write: boolean, kind: FaultKind): void {
+export function traceFault(
+  ctx: MmContext,
+  mm: number,
+  address: number,
+  write: boolean,
+  kind: FaultKind,
+): void {
   const bus = ctx.trace;
   if (bus.enabled('mm.fault')) bus.emit({ type: 'mm.fault', ts: ctx.sched.now, mm, address, write, kind });
   bus.count(`mm.fault.${kind}`);
 }
 
 /** Emits an `mm.syscall` event if anyone listens. */
-export function traceSyscall(ctx: MmContext, mm: number, call: string, address: number, length: number): void {
+export function traceSyscall(
+  ctx: MmContext,
+  mm: number,
+  call: string,
+  address: number,
+  length: number,
+): void {
   const bus = ctx.trace;
-  if (bus.enabled('mm.syscall')) bus.emit({ type: 'mm.syscall', ts: ctx.sched.now, mm, call, address, length });
+  if (bus.enabled('mm.syscall'))
+    bus.emit({ type: 'mm.syscall', ts: ctx.sched.now, mm, call, address, length });
 }

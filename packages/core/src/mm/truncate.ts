@@ -26,7 +26,8 @@ function zeroTail(ctx: MmContext, file: SimFile, index: number, from: number): v
 
 /** Sets the size of `file` to `size` bytes (`truncate(2)`, `ftruncate(2)`). */
 export async function truncateFile(ctx: MmContext, file: SimFile, size: number): Promise<void> {
-  if (!Number.isSafeInteger(size) || size < 0) throw new HmmError('EINVAL', `truncate: size ${String(size)} is not valid`);
+  if (!Number.isSafeInteger(size) || size < 0)
+    throw new HmmError('EINVAL', `truncate: size ${String(size)} is not valid`);
   const old = file.size;
   if (size >= old) {
     zeroTail(ctx, file, Math.floor(old / PAGE_SIZE), old % PAGE_SIZE);

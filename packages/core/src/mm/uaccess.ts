@@ -31,7 +31,11 @@ function segv(addr: number, code: 'MAPERR' | 'ACCERR', why: string): HmmError {
 function checkAccess(vma: Vma | undefined, addr: number, write: boolean): Vma {
   if (vma === undefined) throw segv(addr, 'MAPERR', 'no mapping at this address');
   if (write ? !vma.writable : !vma.readable) {
-    throw segv(addr, 'ACCERR', `${write ? 'write to' : 'read from'} ${vma.toString()}, which does not allow it`);
+    throw segv(
+      addr,
+      'ACCERR',
+      `${write ? 'write to' : 'read from'} ${vma.toString()}, which does not allow it`,
+    );
   }
   return vma;
 }
@@ -53,7 +57,8 @@ function checkRange(mm: MmStruct, addr: number, len: number): void {
   if (!Number.isSafeInteger(addr) || addr < 0 || !Number.isSafeInteger(len) || len < 0) {
     throw new HmmError('EINVAL', `CPU access: address ${String(addr)} / length ${String(len)} are not valid`);
   }
-  if (addr + len > TASK_SIZE) throw segv(Math.max(addr, TASK_SIZE), 'MAPERR', 'access beyond the user address space');
+  if (addr + len > TASK_SIZE)
+    throw segv(Math.max(addr, TASK_SIZE), 'MAPERR', 'access beyond the user address space');
 }
 
 /**
@@ -111,7 +116,13 @@ export async function cpuWrite(ctx: MmContext, mm: MmStruct, addr: number, data:
 }
 
 /** Sets `len` bytes at `addr` to `value` (`memset` by the CPU); faults pages in writable. */
-export async function cpuFill(ctx: MmContext, mm: MmStruct, addr: number, len: number, value: number): Promise<void> {
+export async function cpuFill(
+  ctx: MmContext,
+  mm: MmStruct,
+  addr: number,
+  len: number,
+  value: number,
+): Promise<void> {
   const content = ctx.mem.content;
   const v = value & 0xff;
   await forEachPiece(ctx, mm, addr, len, true, (pfn, pageOff, _bufOff, n) => {

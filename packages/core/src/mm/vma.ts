@@ -85,7 +85,15 @@ export class Vma {
 
   /** A copy of this VMA restricted to [start, end) (`vma_split` half), for the same or another mm. */
   cloneRange(start: number, end: number, mm: MmStruct = this.mm): Vma {
-    return new Vma(mm, start, end, this.flags, this.file, this.pgoff + (start - this.start) / PAGE_SIZE, this.ops);
+    return new Vma(
+      mm,
+      start,
+      end,
+      this.flags,
+      this.file,
+      this.pgoff + (start - this.start) / PAGE_SIZE,
+      this.ops,
+    );
   }
 
   /** True if `other` directly follows this VMA and could be merged with it (`can_vma_merge_after`). */

@@ -16,7 +16,13 @@ describe('VirtualClock', () => {
   it('rejects going back, non-finite times and negative deltas with EINVAL, leaving time unchanged', () => {
     const c = new VirtualClock();
     c.advanceTo(10);
-    for (const bad of [() => c.advanceTo(9), () => c.advanceTo(Number.NaN), () => c.advanceTo(Infinity), () => c.advanceBy(-1), () => c.advanceBy(Number.NaN)]) {
+    for (const bad of [
+      () => c.advanceTo(9),
+      () => c.advanceTo(Number.NaN),
+      () => c.advanceTo(Infinity),
+      () => c.advanceBy(-1),
+      () => c.advanceBy(Number.NaN),
+    ]) {
       expect(bad).toThrow(HmmError);
       expect(bad).toThrow(/EINVAL/);
     }

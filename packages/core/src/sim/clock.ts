@@ -23,10 +23,16 @@ export class VirtualClock {
   /** Moves the clock to `t` ns. EINVAL if `t` is not finite or lies before {@link now} (time never runs back). */
   advanceTo(t: number): void {
     if (!Number.isFinite(t)) {
-      throw new HmmError('EINVAL', `VirtualClock.advanceTo: time must be a finite number of ns, got ${String(t)}`);
+      throw new HmmError(
+        'EINVAL',
+        `VirtualClock.advanceTo: time must be a finite number of ns, got ${String(t)}`,
+      );
     }
     if (t < this.#now) {
-      throw new HmmError('EINVAL', `VirtualClock.advanceTo: cannot go back in time from ${this.#now} ns to ${t} ns`);
+      throw new HmmError(
+        'EINVAL',
+        `VirtualClock.advanceTo: cannot go back in time from ${this.#now} ns to ${t} ns`,
+      );
     }
     this.#now = t;
   }
@@ -34,7 +40,10 @@ export class VirtualClock {
   /** Moves the clock forward by `dt` ns. EINVAL unless `dt` is finite and ≥ 0. */
   advanceBy(dt: number): void {
     if (!Number.isFinite(dt) || dt < 0) {
-      throw new HmmError('EINVAL', `VirtualClock.advanceBy: delta must be a finite, non-negative number of ns, got ${String(dt)}`);
+      throw new HmmError(
+        'EINVAL',
+        `VirtualClock.advanceBy: delta must be a finite, non-negative number of ns, got ${String(dt)}`,
+      );
     }
     this.#now += dt;
   }

@@ -1,5 +1,12 @@
 import { describe, it, expect } from 'vitest';
-import { COST_SOURCES, DEFAULT_COST_MODEL, bandwidthNs, costValue, createCostModel, dmaTransferNs } from './cost-model.js';
+import {
+  COST_SOURCES,
+  DEFAULT_COST_MODEL,
+  bandwidthNs,
+  costValue,
+  createCostModel,
+  dmaTransferNs,
+} from './cost-model.js';
 import type { CostModel, DeepPartial } from './cost-model.js';
 import { HmmError } from '../errors/errno.js';
 
@@ -45,13 +52,31 @@ describe('cost model defaults', () => {
     expect(d.gup.unpinPerPageNs).toBe(15);
     expect(d.cpu.faultInZeroPerPageNs).toBe(950);
     expect(d.hmm.rangeFaultPerPresentPageNs).toBe(60);
-    expect([d.notifier.cpuShootdownNs, d.notifier.cpuShootdownPerCpuNs, d.notifier.deviceTlbInvalNs]).toEqual([1000, 200, 5000]);
-    expect([d.gpuFault.batchSize, d.gpuFault.maxBatchesPerService, d.gpuFault.serviceBaseNs]).toEqual([256, 20, 45_000]);
-    expect([d.gpuFault.prefetchThreshold, d.gpuFault.vaBlockBytes, d.gpuFault.prefetchLeafBytes]).toEqual([0.51, 2 << 20, 64 << 10]);
+    expect([d.notifier.cpuShootdownNs, d.notifier.cpuShootdownPerCpuNs, d.notifier.deviceTlbInvalNs]).toEqual(
+      [1000, 200, 5000],
+    );
+    expect([d.gpuFault.batchSize, d.gpuFault.maxBatchesPerService, d.gpuFault.serviceBaseNs]).toEqual([
+      256, 20, 45_000,
+    ]);
+    expect([d.gpuFault.prefetchThreshold, d.gpuFault.vaBlockBytes, d.gpuFault.prefetchLeafBytes]).toEqual([
+      0.51,
+      2 << 20,
+      64 << 10,
+    ]);
     expect(d.gpuFault.thrashingWindowNs).toBe(500_000);
-    expect([d.migrate.cpuPerPageNs, d.migrate.cpuPer2MiBNs, d.migrate.setupNs4K, d.migrate.setupNsTHP]).toEqual([1400, 22_000, 19_000, 3000]);
+    expect([
+      d.migrate.cpuPerPageNs,
+      d.migrate.cpuPer2MiBNs,
+      d.migrate.setupNs4K,
+      d.migrate.setupNsTHP,
+    ]).toEqual([1400, 22_000, 19_000, 3000]);
     expect([d.link.pcie3PeakGBs, d.link.pcie4PeakGBs, d.link.pcie5PeakGBs]).toEqual([15.75, 31.5, 63]);
-    expect([d.link.pcieEfficiency, d.link.p2pCrossRootPenalty, d.link.nvlinkC2CH2DGBs, d.link.nvlinkC2CD2HGBs]).toEqual([0.75, 0.5, 375, 297]);
+    expect([
+      d.link.pcieEfficiency,
+      d.link.p2pCrossRootPenalty,
+      d.link.nvlinkC2CH2DGBs,
+      d.link.nvlinkC2CD2HGBs,
+    ]).toEqual([0.75, 0.5, 375, 297]);
     expect([d.mem.gpuHbmGBs, d.mem.hostGBs]).toEqual([2500, 200]);
     expect([d.odp.faultNs, d.odp.pathologicalMultiplier]).toEqual([100_000, 1000]);
     expect([d.rdma.regPinPerPageNs, d.rdma.regPinFaultInPerPageNs]).toEqual([62, 950]);
@@ -94,10 +119,22 @@ describe('createCostModel', () => {
   });
 
   it('rejects unknown groups and keys with EINVAL', () => {
-    expectEinval(() => createCostModel({ gpu: { x: 1 } } as unknown as DeepPartial<CostModel>), "unknown cost group 'gpu'");
-    expectEinval(() => createCostModel({ cpu: { pageWalkUs: 1 } } as unknown as DeepPartial<CostModel>), "unknown cost 'cpu.pageWalkUs'");
-    expectEinval(() => createCostModel(JSON.parse('{"__proto__": {"x": 1}}') as DeepPartial<CostModel>), 'unknown cost group');
-    expectEinval(() => createCostModel({ cpu: { toString: 1 } } as unknown as DeepPartial<CostModel>), 'unknown cost');
+    expectEinval(
+      () => createCostModel({ gpu: { x: 1 } } as unknown as DeepPartial<CostModel>),
+      "unknown cost group 'gpu'",
+    );
+    expectEinval(
+      () => createCostModel({ cpu: { pageWalkUs: 1 } } as unknown as DeepPartial<CostModel>),
+      "unknown cost 'cpu.pageWalkUs'",
+    );
+    expectEinval(
+      () => createCostModel(JSON.parse('{"__proto__": {"x": 1}}') as DeepPartial<CostModel>),
+      'unknown cost group',
+    );
+    expectEinval(
+      () => createCostModel({ cpu: { toString: 1 } } as unknown as DeepPartial<CostModel>),
+      'unknown cost',
+    );
   });
 
   it('rejects non-finite, negative and out-of-range values with EINVAL', () => {
@@ -108,7 +145,10 @@ describe('createCostModel', () => {
     expectEinval(() => createCostModel({ mem: { hostGBs: 0 } }), '> 0');
     expectEinval(() => createCostModel({ gpuFault: { batchSize: 2.5 } }), 'integer');
     expectEinval(() => createCostModel({ gpuFault: { prefetchThreshold: 1.2 } }), 'fraction');
-    expectEinval(() => createCostModel({ cpu: 3 as unknown as DeepPartial<CostModel['cpu']> }), 'must be an object');
+    expectEinval(
+      () => createCostModel({ cpu: 3 as unknown as DeepPartial<CostModel['cpu']> }),
+      'must be an object',
+    );
   });
 });
 
@@ -144,7 +184,10 @@ describe('dmaTransferNs (UVMSmart size curve)', () => {
     expectEinval(() => dmaTransferNs(cost, -1, link16), 'bytes');
     expectEinval(() => dmaTransferNs(cost, Number.NaN, link16), 'bytes');
     expectEinval(() => dmaTransferNs(cost, 4096, 0), 'link bandwidth');
-    expectEinval(() => dmaTransferNs(createCostModel({ link: { pcieEfficiency: 0 } }), 4096, 16), 'link bandwidth');
+    expectEinval(
+      () => dmaTransferNs(createCostModel({ link: { pcieEfficiency: 0 } }), 4096, 16),
+      'link bandwidth',
+    );
   });
 
   it('bandwidthNs: GB/s is bytes per ns', () => {

@@ -312,56 +312,206 @@ export const DEFAULT_COST_MODEL: CostModel = deepFreeze({
   swap: { writePerPageNs: 12_000, readPerPageNs: 12_000 },
 });
 
-const LI_ZHE = 'Li Zhe, "gup: optimize longterm pin_user_pages() for large folio", LKML 2025-06 (lkml.indiana.edu/hypermail/linux/kernel/2506.0/03426.html)';
+const LI_ZHE =
+  'Li Zhe, "gup: optimize longterm pin_user_pages() for large folio", LKML 2025-06 (lkml.indiana.edu/hypermail/linux/kernel/2506.0/03426.html)';
 const VFIO = 'commit 4d83de6da265 "vfio/type1: Batch page pinning"';
 const UVM = 'NVIDIA/open-gpu-kernel-modules kernel-open/nvidia-uvm';
 const UVMSMART = 'DebashisGanguly/gpgpu-sim_UVMSmart src/gpgpu-sim/gpu-sim.cc';
-const DUGAST = 'F. Dugast, "[PATCH v2 5/5] drm/pagemap: Enable THP support for GPU memory migration", dri-devel 2026-01-05';
+const DUGAST =
+  'F. Dugast, "[PATCH v2 5/5] drm/pagemap: Enable THP support for GPU memory migration", dri-devel 2026-01-05';
 const PCIE = 'hpc-notes.pages.dev/reference/pcie (Wikipedia table)';
-const SCHIEFFER = 'Schieffer et al., ICPP\'24 (arXiv 2407.07850), GH200 measured';
+const SCHIEFFER = "Schieffer et al., ICPP'24 (arXiv 2407.07850), GH200 measured";
 const SHOOTDOWN = 'https://unseel.com/cs/tlb-shootdown ; newsletter.onedfrk.com (blog-level)';
 
 type SourceRow = Omit<CostSource, 'value'>;
 
 const SOURCE_ROWS: readonly SourceRow[] = [
-  { key: 'cpu.pageWalkNs', unit: 'ns', tag: 'D', source: '">1000 CPU cycles" per walk @ ~3 GHz; M. Penttilä, "[PATCH v5 0/6] Migrate on fault for device pages", LKML 2026' },
-  { key: 'cpu.faultInZeroPerPageNs', unit: 'ns', tag: 'D', source: `VFIO pin + fault-in + zero, 120 GB in 29.69 s; ${VFIO}` },
-  { key: 'cpu.copyPageNs', unit: 'ns', tag: 'E', source: '4 KiB at ~10 GB/s single-core streaming copy; no source found' },
+  {
+    key: 'cpu.pageWalkNs',
+    unit: 'ns',
+    tag: 'D',
+    source:
+      '">1000 CPU cycles" per walk @ ~3 GHz; M. Penttilä, "[PATCH v5 0/6] Migrate on fault for device pages", LKML 2026',
+  },
+  {
+    key: 'cpu.faultInZeroPerPageNs',
+    unit: 'ns',
+    tag: 'D',
+    source: `VFIO pin + fault-in + zero, 120 GB in 29.69 s; ${VFIO}`,
+  },
+  {
+    key: 'cpu.copyPageNs',
+    unit: 'ns',
+    tag: 'E',
+    source: '4 KiB at ~10 GB/s single-core streaming copy; no source found',
+  },
   { key: 'gup.pinPerPageNs', unit: 'ns', tag: 'D', source: `gup_test -LT, 8 GiB in ≈130 ms; ${LI_ZHE}` },
-  { key: 'gup.pinPerPageHugeBackedNs', unit: 'ns', tag: 'D', source: `gup_test -HL, ≈6.7 → 2 ns per 4 KiB with the patch; ${LI_ZHE}` },
+  {
+    key: 'gup.pinPerPageHugeBackedNs',
+    unit: 'ns',
+    tag: 'D',
+    source: `gup_test -HL, ≈6.7 → 2 ns per 4 KiB with the patch; ${LI_ZHE}`,
+  },
   { key: 'gup.unpinPerPageNs', unit: 'ns', tag: 'D', source: `gup_test put, 8 GiB in ≈31.5 ms; ${LI_ZHE}` },
-  { key: 'hmm.rangeFaultPerPresentPageNs', unit: 'ns', tag: 'E', source: 'assume ≈ GUP walk cost (no hmm_range_fault benchmark found)' },
+  {
+    key: 'hmm.rangeFaultPerPresentPageNs',
+    unit: 'ns',
+    tag: 'E',
+    source: 'assume ≈ GUP walk cost (no hmm_range_fault benchmark found)',
+  },
   { key: 'notifier.cpuShootdownNs', unit: 'ns', tag: 'S', source: `~1 µs base; ${SHOOTDOWN}` },
-  { key: 'notifier.cpuShootdownPerCpuNs', unit: 'ns', tag: 'S', source: `~0.2 µs per receiving CPU; ${SHOOTDOWN}` },
-  { key: 'notifier.deviceTlbInvalNs', unit: 'ns', tag: 'E', source: 'mmu-notifier invalidate → device TLB invalidation latency: not found' },
-  { key: 'gpuFault.batchSize', unit: 'count', tag: 'P', source: `uvm_perf_fault_batch_count; ${UVM}/uvm_gpu_replayable_faults.c` },
-  { key: 'gpuFault.maxBatchesPerService', unit: 'count', tag: 'P', source: `uvm_perf_fault_max_batches_per_service; ${UVM}/uvm_gpu_replayable_faults.c` },
-  { key: 'gpuFault.serviceBaseNs', unit: 'ns', tag: 'P', source: `UVMSmart far-fault 66,645 cycles = 45 µs @1481 MHz; ${UVMSMART}; real hw ≥10 µs [S], ≈12 µs/fault group [D]` },
-  { key: 'gpuFault.prefetchThreshold', unit: 'fraction', tag: 'P', source: `prefetch when >51% of a subregion resident; ${UVM}/uvm_perf_prefetch.c` },
-  { key: 'gpuFault.vaBlockBytes', unit: 'bytes', tag: 'P', source: `2 MiB VA block; ${UVM}/uvm_va_block_types.h` },
-  { key: 'gpuFault.prefetchLeafBytes', unit: 'bytes', tag: 'P', source: `64 KiB prefetch-tree leaves; ${UVM}/uvm_perf_prefetch.c; leaf size per [S] engineered.at "Forest" summary` },
-  { key: 'gpuFault.thrashingWindowNs', unit: 'ns', tag: 'P', source: `thrashing lapse 500 µs; ${UVM}/uvm_perf_thrashing.c @10d538d` },
-  { key: 'gpuFault.thrashingThreshold', unit: 'count', tag: 'P', source: `3 events ⇒ thrashing; ${UVM}/uvm_perf_thrashing.c @10d538d` },
-  { key: 'migrate.cpuPerPageNs', unit: 'ns', tag: 'D', source: `Xe no-THP breakdown (942 − 223 µs)/512; ${DUGAST}` },
-  { key: 'migrate.cpuPer2MiBNs', unit: 'ns', tag: 'D', source: `Xe THP breakdown, migrate 128 µs incl. copy 106 µs; ${DUGAST}` },
-  { key: 'migrate.setupNs4K', unit: 'ns', tag: 'P', source: `Xe GT stats get_pages 9 + bind 10 µs; ${DUGAST}` },
-  { key: 'migrate.setupNsTHP', unit: 'ns', tag: 'P', source: `Xe GT stats get_pages 1 + bind 2 µs; ${DUGAST}` },
-  { key: 'dma.curvePerKB', unit: '1/KiB', tag: 'P', source: `size curve (2a/π)·atan(0.07292·KB), calculate_transfer_time; ${UVMSMART}` },
+  {
+    key: 'notifier.cpuShootdownPerCpuNs',
+    unit: 'ns',
+    tag: 'S',
+    source: `~0.2 µs per receiving CPU; ${SHOOTDOWN}`,
+  },
+  {
+    key: 'notifier.deviceTlbInvalNs',
+    unit: 'ns',
+    tag: 'E',
+    source: 'mmu-notifier invalidate → device TLB invalidation latency: not found',
+  },
+  {
+    key: 'gpuFault.batchSize',
+    unit: 'count',
+    tag: 'P',
+    source: `uvm_perf_fault_batch_count; ${UVM}/uvm_gpu_replayable_faults.c`,
+  },
+  {
+    key: 'gpuFault.maxBatchesPerService',
+    unit: 'count',
+    tag: 'P',
+    source: `uvm_perf_fault_max_batches_per_service; ${UVM}/uvm_gpu_replayable_faults.c`,
+  },
+  {
+    key: 'gpuFault.serviceBaseNs',
+    unit: 'ns',
+    tag: 'P',
+    source: `UVMSmart far-fault 66,645 cycles = 45 µs @1481 MHz; ${UVMSMART}; real hw ≥10 µs [S], ≈12 µs/fault group [D]`,
+  },
+  {
+    key: 'gpuFault.prefetchThreshold',
+    unit: 'fraction',
+    tag: 'P',
+    source: `prefetch when >51% of a subregion resident; ${UVM}/uvm_perf_prefetch.c`,
+  },
+  {
+    key: 'gpuFault.vaBlockBytes',
+    unit: 'bytes',
+    tag: 'P',
+    source: `2 MiB VA block; ${UVM}/uvm_va_block_types.h`,
+  },
+  {
+    key: 'gpuFault.prefetchLeafBytes',
+    unit: 'bytes',
+    tag: 'P',
+    source: `64 KiB prefetch-tree leaves; ${UVM}/uvm_perf_prefetch.c; leaf size per [S] engineered.at "Forest" summary`,
+  },
+  {
+    key: 'gpuFault.thrashingWindowNs',
+    unit: 'ns',
+    tag: 'P',
+    source: `thrashing lapse 500 µs; ${UVM}/uvm_perf_thrashing.c @10d538d`,
+  },
+  {
+    key: 'gpuFault.thrashingThreshold',
+    unit: 'count',
+    tag: 'P',
+    source: `3 events ⇒ thrashing; ${UVM}/uvm_perf_thrashing.c @10d538d`,
+  },
+  {
+    key: 'migrate.cpuPerPageNs',
+    unit: 'ns',
+    tag: 'D',
+    source: `Xe no-THP breakdown (942 − 223 µs)/512; ${DUGAST}`,
+  },
+  {
+    key: 'migrate.cpuPer2MiBNs',
+    unit: 'ns',
+    tag: 'D',
+    source: `Xe THP breakdown, migrate 128 µs incl. copy 106 µs; ${DUGAST}`,
+  },
+  {
+    key: 'migrate.setupNs4K',
+    unit: 'ns',
+    tag: 'P',
+    source: `Xe GT stats get_pages 9 + bind 10 µs; ${DUGAST}`,
+  },
+  {
+    key: 'migrate.setupNsTHP',
+    unit: 'ns',
+    tag: 'P',
+    source: `Xe GT stats get_pages 1 + bind 2 µs; ${DUGAST}`,
+  },
+  {
+    key: 'dma.curvePerKB',
+    unit: '1/KiB',
+    tag: 'P',
+    source: `size curve (2a/π)·atan(0.07292·KB), calculate_transfer_time; ${UVMSMART}`,
+  },
   { key: 'link.pcie3PeakGBs', unit: 'GB/s', tag: 'S', source: PCIE },
   { key: 'link.pcie4PeakGBs', unit: 'GB/s', tag: 'S', source: PCIE },
   { key: 'link.pcie5PeakGBs', unit: 'GB/s', tag: 'S', source: PCIE },
-  { key: 'link.pcieEfficiency', unit: 'fraction', tag: 'D', source: 'UVMSmart a/link = 12/16 (asymptote of the size curve); cf. Xe 2 MiB copy 19.8 GB/s [D]' },
-  { key: 'link.p2pCrossRootPenalty', unit: 'fraction', tag: 'D', source: 'linux-rdma/perftest#241, GPU↔GPU 11 vs host↔host 23 GB/s cross-socket' },
+  {
+    key: 'link.pcieEfficiency',
+    unit: 'fraction',
+    tag: 'D',
+    source: 'UVMSmart a/link = 12/16 (asymptote of the size curve); cf. Xe 2 MiB copy 19.8 GB/s [D]',
+  },
+  {
+    key: 'link.p2pCrossRootPenalty',
+    unit: 'fraction',
+    tag: 'D',
+    source: 'linux-rdma/perftest#241, GPU↔GPU 11 vs host↔host 23 GB/s cross-socket',
+  },
   { key: 'link.nvlinkC2CH2DGBs', unit: 'GB/s', tag: 'S', source: `375 GB/s H2D (spec 450); ${SCHIEFFER}` },
   { key: 'link.nvlinkC2CD2HGBs', unit: 'GB/s', tag: 'S', source: `297 GB/s D2H (spec 450); ${SCHIEFFER}` },
-  { key: 'mem.gpuHbmGBs', unit: 'GB/s', tag: 'P', source: 'H100 SXM HBM3 spec 3,350 GB/s (archive-lib.hpctech.co.jp); 2,500 effective as measured in NVIDIA/nccl#1264' },
-  { key: 'mem.hostGBs', unit: 'GB/s', tag: 'E', source: `x86 DDR5 estimate; Grace 486 GB/s [S] ${SCHIEFFER}` },
-  { key: 'odp.faultNs', unit: 'ns', tag: 'E', source: 'band 5 µs … ~2.5 ms (500× NP-RDMA claim, [D]); [P] Shen et al., NP-RDMA, arXiv 2310.11062' },
-  { key: 'odp.pathologicalMultiplier', unit: 'factor', tag: 'P', source: '×1,000–10,000 RNR/timeout tail; Fukuoka, Sato, Taura, "Pitfalls of InfiniBand with On-Demand Paging", ISPASS\'21' },
+  {
+    key: 'mem.gpuHbmGBs',
+    unit: 'GB/s',
+    tag: 'P',
+    source:
+      'H100 SXM HBM3 spec 3,350 GB/s (archive-lib.hpctech.co.jp); 2,500 effective as measured in NVIDIA/nccl#1264',
+  },
+  {
+    key: 'mem.hostGBs',
+    unit: 'GB/s',
+    tag: 'E',
+    source: `x86 DDR5 estimate; Grace 486 GB/s [S] ${SCHIEFFER}`,
+  },
+  {
+    key: 'odp.faultNs',
+    unit: 'ns',
+    tag: 'E',
+    source: 'band 5 µs … ~2.5 ms (500× NP-RDMA claim, [D]); [P] Shen et al., NP-RDMA, arXiv 2310.11062',
+  },
+  {
+    key: 'odp.pathologicalMultiplier',
+    unit: 'factor',
+    tag: 'P',
+    source:
+      '×1,000–10,000 RNR/timeout tail; Fukuoka, Sato, Taura, "Pitfalls of InfiniBand with On-Demand Paging", ISPASS\'21',
+  },
   { key: 'rdma.regPinPerPageNs', unit: 'ns', tag: 'D', source: `pinned-present, gup_test; ${LI_ZHE}` },
-  { key: 'rdma.regPinFaultInPerPageNs', unit: 'ns', tag: 'D', source: `incl. fault-in and zero, VFIO; ${VFIO}` },
-  { key: 'swap.writePerPageNs', unit: 'ns', tag: 'E', source: 'NVMe-class: 4 KiB at ~2 GB/s (≈2 µs) + ~10 µs per-I/O latency; no source found' },
-  { key: 'swap.readPerPageNs', unit: 'ns', tag: 'E', source: 'as swap.writePerPageNs; NAND QD1 reads are often slower (cf. NP-RDMA major fault +60 µs [P])' },
+  {
+    key: 'rdma.regPinFaultInPerPageNs',
+    unit: 'ns',
+    tag: 'D',
+    source: `incl. fault-in and zero, VFIO; ${VFIO}`,
+  },
+  {
+    key: 'swap.writePerPageNs',
+    unit: 'ns',
+    tag: 'E',
+    source: 'NVMe-class: 4 KiB at ~2 GB/s (≈2 µs) + ~10 µs per-I/O latency; no source found',
+  },
+  {
+    key: 'swap.readPerPageNs',
+    unit: 'ns',
+    tag: 'E',
+    source: 'as swap.writePerPageNs; NAND QD1 reads are often slower (cf. NP-RDMA major fault +60 µs [P])',
+  },
 ];
 
 /** Value of the leaf `key` of `model`. */
@@ -379,7 +529,10 @@ const UNIT_OF = new Map<string, CostUnit>(SOURCE_ROWS.map((r) => [r.key, r.unit]
 
 function checkValue(key: string, unit: CostUnit, v: unknown): number {
   const bad = (why: string): never => {
-    throw new HmmError('EINVAL', `createCostModel: ${key} ${why}, got ${typeof v === 'number' ? String(v) : typeof v}`);
+    throw new HmmError(
+      'EINVAL',
+      `createCostModel: ${key} ${why}, got ${typeof v === 'number' ? String(v) : typeof v}`,
+    );
   };
   if (typeof v !== 'number' || !Number.isFinite(v)) return bad('must be a finite number');
   if (v < 0) return bad('must not be negative');
@@ -412,11 +565,15 @@ export function createCostModel(overrides: DeepPartial<CostModel> = {}): CostMod
     throw new HmmError('EINVAL', 'createCostModel: overrides must be an object shaped like CostModel');
   }
   const merged: Record<string, Record<string, number>> = {};
-  for (const [group, leaves] of Object.entries(DEFAULT_COST_MODEL)) merged[group] = { ...(leaves as Record<string, number>) };
+  for (const [group, leaves] of Object.entries(DEFAULT_COST_MODEL))
+    merged[group] = { ...(leaves as Record<string, number>) };
   for (const [group, leaves] of Object.entries(overrides as Record<string, unknown>)) {
     const target = merged[group];
     if (target === undefined || !Object.hasOwn(merged, group)) {
-      throw new HmmError('EINVAL', `createCostModel: unknown cost group '${group}' (known: ${Object.keys(merged).join(', ')})`);
+      throw new HmmError(
+        'EINVAL',
+        `createCostModel: unknown cost group '${group}' (known: ${Object.keys(merged).join(', ')})`,
+      );
     }
     if (leaves === undefined) continue;
     if (typeof leaves !== 'object' || leaves === null) {
@@ -426,7 +583,10 @@ export function createCostModel(overrides: DeepPartial<CostModel> = {}): CostMod
       const key = `${group}.${leaf}`;
       const unit = UNIT_OF.get(key);
       if (unit === undefined || !Object.hasOwn(target, leaf)) {
-        throw new HmmError('EINVAL', `createCostModel: unknown cost '${key}' (known in ${group}: ${Object.keys(target).join(', ')})`);
+        throw new HmmError(
+          'EINVAL',
+          `createCostModel: unknown cost '${key}' (known in ${group}: ${Object.keys(target).join(', ')})`,
+        );
       }
       if (value === undefined) continue;
       target[leaf] = checkValue(key, unit, value);
@@ -453,7 +613,10 @@ export function dmaTransferNs(cost: CostModel, bytes: number, linkGBs: number): 
   }
   const a = cost.link.pcieEfficiency * linkGBs;
   if (!(Number.isFinite(a) && a > 0)) {
-    throw new HmmError('EINVAL', `dmaTransferNs: link bandwidth × efficiency must be > 0, got ${String(linkGBs)} GB/s × ${cost.link.pcieEfficiency}`);
+    throw new HmmError(
+      'EINVAL',
+      `dmaTransferNs: link bandwidth × efficiency must be > 0, got ${String(linkGBs)} GB/s × ${cost.link.pcieEfficiency}`,
+    );
   }
   if (bytes === 0) return 0;
   const speed = ((2 * a) / Math.PI) * Math.atan(cost.dma.curvePerKB * (bytes / 1024));
@@ -469,7 +632,10 @@ export function bandwidthNs(bytes: number, GBs: number): number {
     throw new HmmError('EINVAL', `bandwidthNs: bytes must be a finite number ≥ 0, got ${String(bytes)}`);
   }
   if (!(Number.isFinite(GBs) && GBs > 0)) {
-    throw new HmmError('EINVAL', `bandwidthNs: bandwidth must be a finite number of GB/s > 0, got ${String(GBs)}`);
+    throw new HmmError(
+      'EINVAL',
+      `bandwidthNs: bandwidth must be a finite number of GB/s > 0, got ${String(GBs)}`,
+    );
   }
   return bytes / GBs;
 }

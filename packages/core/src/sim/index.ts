@@ -10,13 +10,27 @@ export { SeededRandom } from './random.js';
 export type { RandomState } from './random.js';
 export { VirtualClock } from './clock.js';
 export { Scheduler, OUTSIDE_TASK_MESSAGE } from './scheduler.js';
-export type { SimTask, TaskState, SchedulerOptions, SpawnOptions, RunOptions, RunOutcome } from './scheduler.js';
+export type {
+  SimTask,
+  TaskState,
+  SchedulerOptions,
+  SpawnOptions,
+  RunOptions,
+  RunOutcome,
+} from './scheduler.js';
 export { WaitQueue, Completion } from './wait.js';
 export { Mutex, RwSemaphore } from './locks.js';
 export { TimerHeap } from './timer-heap.js';
 export type { TimerEntry } from './timer-heap.js';
 export { TraceBus, TraceRecorder } from './trace.js';
-export type { TraceEventMap, TraceEventType, TraceEvent, TraceEventOf, TraceListener, AnyTraceListener } from './trace.js';
+export type {
+  TraceEventMap,
+  TraceEventType,
+  TraceEvent,
+  TraceEventOf,
+  TraceListener,
+  AnyTraceListener,
+} from './trace.js';
 export {
   DEFAULT_COST_MODEL,
   COST_SOURCES,

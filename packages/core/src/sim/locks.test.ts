@@ -32,7 +32,12 @@ async function runChecked(s: Scheduler): Promise<void> {
 }
 
 /** `tasks` tasks each do `iterations` read-yield-write increments of a shared counter. */
-async function racyIncrements(seed: number, tasks: number, iterations: number, locked: boolean): Promise<number> {
+async function racyIncrements(
+  seed: number,
+  tasks: number,
+  iterations: number,
+  locked: boolean,
+): Promise<number> {
   const s = new Scheduler({ seed });
   const m = new Mutex(s, 'counter_lock');
   let counter = 0;
@@ -55,9 +60,14 @@ async function racyIncrements(seed: number, tasks: number, iterations: number, l
 describe('Mutex', () => {
   it('never loses an increment made across a yield inside the lock (any seed)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 1, max: 2 ** 31 }), fc.integer({ min: 2, max: 6 }), fc.integer({ min: 1, max: 4 }), async (seed, tasks, iterations) => {
-        expect(await racyIncrements(seed, tasks, iterations, true)).toBe(tasks * iterations);
-      }),
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 2 ** 31 }),
+        fc.integer({ min: 2, max: 6 }),
+        fc.integer({ min: 1, max: 4 }),
+        async (seed, tasks, iterations) => {
+          expect(await racyIncrements(seed, tasks, iterations, true)).toBe(tasks * iterations);
+        },
+      ),
       { numRuns: 60 },
     );
   });
@@ -77,7 +87,11 @@ describe('Mutex', () => {
       await s.sleep(100);
       m.unlock();
     });
-    for (const [name, t] of [['w2', 20], ['w1', 10], ['w3', 30]] as const) {
+    for (const [name, t] of [
+      ['w2', 20],
+      ['w1', 10],
+      ['w3', 30],
+    ] as const) {
       s.spawn(name, async () => {
         await s.sleep(t);
         await m.lock();
@@ -130,7 +144,9 @@ describe('Mutex', () => {
       m.unlock();
     });
     await runChecked(s);
-    expect(rec.events).toEqual([{ type: 'lock.contended', ts: 1, lock: 'big_lock', kind: 'mutex', task: 2, holder: 1 }]);
+    expect(rec.events).toEqual([
+      { type: 'lock.contended', ts: 1, lock: 'big_lock', kind: 'mutex', task: 2, holder: 1 },
+    ]);
   });
 
   it('unlock of an unlocked mutex, or by a non-owner, is EPERM and changes nothing', async () => {
@@ -173,7 +189,10 @@ describe('Mutex', () => {
     const m = new Mutex(s, 'm');
     await s.runTask('t', async () => {
       await m.lock();
-      await expect(m.lock()).rejects.toMatchObject({ code: 'EDEADLK', message: expect.stringContaining('recursive') });
+      await expect(m.lock()).rejects.toMatchObject({
+        code: 'EDEADLK',
+        message: expect.stringContaining('recursive'),
+      });
       m.unlock();
     });
   });
@@ -204,40 +223,44 @@ describe('RwSemaphore', () => {
 
   it('a writer excludes readers and writers (any seed)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 1, max: 2 ** 31 }), fc.array(fc.boolean(), { minLength: 2, maxLength: 10 }), async (seed, kinds) => {
-        const s = new Scheduler({ seed });
-        const sem = new RwSemaphore(s, 'mmap_lock');
-        let readers = 0;
-        let writers = 0;
-        kinds.forEach((isWriter, i) => {
-          s.spawn(`${isWriter ? 'w' : 'r'}${i}`, async () => {
-            for (let k = 0; k < 2; k++) {
-              await s.sleep(s.random.nextInt(5));
-              if (isWriter) {
-                await sem.write();
-                writers++;
-                expect(writers).toBe(1);
-                expect(readers).toBe(0);
-                expect(sem.writer?.name).toBe(`w${i}`);
-                await s.yield();
-                expect(readers).toBe(0);
-                writers--;
-                sem.writeUnlock();
-              } else {
-                await sem.read();
-                readers++;
-                expect(writers).toBe(0);
-                await s.yield();
-                expect(writers).toBe(0);
-                readers--;
-                sem.readUnlock();
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 2 ** 31 }),
+        fc.array(fc.boolean(), { minLength: 2, maxLength: 10 }),
+        async (seed, kinds) => {
+          const s = new Scheduler({ seed });
+          const sem = new RwSemaphore(s, 'mmap_lock');
+          let readers = 0;
+          let writers = 0;
+          kinds.forEach((isWriter, i) => {
+            s.spawn(`${isWriter ? 'w' : 'r'}${i}`, async () => {
+              for (let k = 0; k < 2; k++) {
+                await s.sleep(s.random.nextInt(5));
+                if (isWriter) {
+                  await sem.write();
+                  writers++;
+                  expect(writers).toBe(1);
+                  expect(readers).toBe(0);
+                  expect(sem.writer?.name).toBe(`w${i}`);
+                  await s.yield();
+                  expect(readers).toBe(0);
+                  writers--;
+                  sem.writeUnlock();
+                } else {
+                  await sem.read();
+                  readers++;
+                  expect(writers).toBe(0);
+                  await s.yield();
+                  expect(writers).toBe(0);
+                  readers--;
+                  sem.readUnlock();
+                }
               }
-            }
+            });
           });
-        });
-        await runChecked(s);
-        expect([sem.readers, sem.isWriteLocked, sem.waiters]).toEqual([0, false, 0]);
-      }),
+          await runChecked(s);
+          expect([sem.readers, sem.isWriteLocked, sem.waiters]).toEqual([0, false, 0]);
+        },
+      ),
       { numRuns: 60 },
     );
   });
@@ -306,7 +329,11 @@ describe('RwSemaphore', () => {
       await s.sleep(10);
       sem.readUnlock();
     });
-    for (const [name, t] of [['r1', 10], ['w2', 20], ['r2', 30]] as const) {
+    for (const [name, t] of [
+      ['r1', 10],
+      ['w2', 20],
+      ['r2', 30],
+    ] as const) {
       s.spawn(name, async () => {
         await s.sleep(t);
         if (name === 'w2') {
@@ -353,15 +380,19 @@ describe('RwSemaphore', () => {
     expectErrno(() => sem.downgrade(), 'EPERM', 'not write-locked');
     await s.runTask('holder', async () => {
       await sem.read();
-      await s.spawn('other', () => {
-        expectErrno(() => sem.readUnlock(), 'EPERM', 'holds no read lock');
-      }).join();
+      await s
+        .spawn('other', () => {
+          expectErrno(() => sem.readUnlock(), 'EPERM', 'holds no read lock');
+        })
+        .join();
       sem.readUnlock();
       await sem.write();
-      await s.spawn('other2', () => {
-        expectErrno(() => sem.writeUnlock(), 'EPERM', 'only the writer');
-        expectErrno(() => sem.downgrade(), 'EPERM', 'only the writer');
-      }).join();
+      await s
+        .spawn('other2', () => {
+          expectErrno(() => sem.writeUnlock(), 'EPERM', 'only the writer');
+          expectErrno(() => sem.downgrade(), 'EPERM', 'only the writer');
+        })
+        .join();
       expect(sem.writer?.name).toBe('holder');
       sem.writeUnlock();
     });
@@ -378,7 +409,10 @@ describe('RwSemaphore', () => {
         sem.writeUnlock();
       });
       while (sem.waiters === 0) await s.yield();
-      await expect(sem.read()).rejects.toMatchObject({ code: 'EDEADLK', message: expect.stringContaining('writer is queued') });
+      await expect(sem.read()).rejects.toMatchObject({
+        code: 'EDEADLK',
+        message: expect.stringContaining('writer is queued'),
+      });
       sem.readUnlock();
       await w.join();
       await sem.write();

@@ -63,10 +63,14 @@ export class Mutex {
       this.#owner = current;
       return RESOLVED;
     }
-    if (current === null) return Promise.reject(new HmmError('EDEADLK', `mutex ${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
+    if (current === null)
+      return Promise.reject(new HmmError('EDEADLK', `mutex ${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
     if (this.#owner === current) {
       return Promise.reject(
-        new HmmError('EDEADLK', `mutex ${this.name}: recursive locking, task ${current.toString()} already holds it`),
+        new HmmError(
+          'EDEADLK',
+          `mutex ${this.name}: recursive locking, task ${current.toString()} already holds it`,
+        ),
       );
     }
     const trace = this.#sched.trace;
@@ -105,7 +109,10 @@ export class Mutex {
   unlock(): void {
     const current = this.#sched.current;
     if (!this.#locked) {
-      throw new HmmError('EPERM', `mutex ${this.name}: unlock of a mutex that is not locked (by ${who(current)})`);
+      throw new HmmError(
+        'EPERM',
+        `mutex ${this.name}: unlock of a mutex that is not locked (by ${who(current)})`,
+      );
     }
     if (this.#owner !== current) {
       throw new HmmError(
@@ -190,10 +197,14 @@ export class RwSemaphore {
       this.#grantRead(current);
       return RESOLVED;
     }
-    if (current === null) return Promise.reject(new HmmError('EDEADLK', `rwsem ${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
+    if (current === null)
+      return Promise.reject(new HmmError('EDEADLK', `rwsem ${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
     if (this.#writeLocked && this.#writer === current) {
       return Promise.reject(
-        new HmmError('EDEADLK', `rwsem ${this.name}: task ${current.toString()} takes a read lock while holding the write lock`),
+        new HmmError(
+          'EDEADLK',
+          `rwsem ${this.name}: task ${current.toString()} takes a read lock while holding the write lock`,
+        ),
       );
     }
     if (this.#readHolders.has(current)) {
@@ -219,10 +230,14 @@ export class RwSemaphore {
       this.#writer = current;
       return RESOLVED;
     }
-    if (current === null) return Promise.reject(new HmmError('EDEADLK', `rwsem ${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
+    if (current === null)
+      return Promise.reject(new HmmError('EDEADLK', `rwsem ${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
     if ((this.#writeLocked && this.#writer === current) || this.#readHolders.has(current)) {
       return Promise.reject(
-        new HmmError('EDEADLK', `rwsem ${this.name}: task ${current.toString()} takes the write lock while already holding it`),
+        new HmmError(
+          'EDEADLK',
+          `rwsem ${this.name}: task ${current.toString()} takes the write lock while already holding it`,
+        ),
       );
     }
     return this.#enqueue(current, 'write');

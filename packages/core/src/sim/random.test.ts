@@ -75,15 +75,19 @@ describe('SeededRandom', () => {
 
   it('nextInt(n) is an integer in [0, n) for any n up to 2^53', () => {
     fc.assert(
-      fc.property(seedArb, fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 2 ** 53 })), (seed, n) => {
-        const r = new SeededRandom(seed);
-        for (let i = 0; i < 20; i++) {
-          const x = r.nextInt(n);
-          expect(Number.isInteger(x)).toBe(true);
-          expect(x).toBeGreaterThanOrEqual(0);
-          expect(x).toBeLessThan(n);
-        }
-      }),
+      fc.property(
+        seedArb,
+        fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 2 ** 53 })),
+        (seed, n) => {
+          const r = new SeededRandom(seed);
+          for (let i = 0; i < 20; i++) {
+            const x = r.nextInt(n);
+            expect(Number.isInteger(x)).toBe(true);
+            expect(x).toBeGreaterThanOrEqual(0);
+            expect(x).toBeLessThan(n);
+          }
+        },
+      ),
     );
   });
 
@@ -99,7 +103,8 @@ describe('SeededRandom', () => {
 
   it('nextInt rejects n < 1, non-integers and n > 2^53 with EINVAL', () => {
     const r = new SeededRandom(1);
-    for (const n of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53 + 2]) expectErrno(() => r.nextInt(n), 'EINVAL');
+    for (const n of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53 + 2])
+      expectErrno(() => r.nextInt(n), 'EINVAL');
   });
 
   it('chance(p): 0 never, 1 always, about p otherwise; EINVAL outside [0, 1]', () => {

@@ -60,7 +60,10 @@ export class SeededRandom {
       throw new HmmError('EINVAL', 'SeededRandom.fromState: state must be four unsigned 32-bit integers');
     }
     if (state.every((w) => w === 0)) {
-      throw new HmmError('EINVAL', 'SeededRandom.fromState: the all-zero state is a fixed point of xoshiro128**');
+      throw new HmmError(
+        'EINVAL',
+        'SeededRandom.fromState: the all-zero state is a fixed point of xoshiro128**',
+      );
     }
     const r = new SeededRandom(0);
     [r.#s0, r.#s1, r.#s2, r.#s3] = state;

@@ -28,7 +28,12 @@ describe('Scheduler: time and ordering', () => {
   it('wakes sleepers in order of their wake-up time and advances the clock to it', async () => {
     const s = new Scheduler();
     const log: [string, number][] = [];
-    for (const [name, ns] of [['c', 300], ['a', 100], ['b', 200], ['a2', 100]] as const) {
+    for (const [name, ns] of [
+      ['c', 300],
+      ['a', 100],
+      ['b', 200],
+      ['a2', 100],
+    ] as const) {
       s.spawn(name, async () => {
         await s.sleep(ns);
         log.push([name, s.now]);
@@ -36,7 +41,10 @@ describe('Scheduler: time and ordering', () => {
     }
     expect(await s.run()).toBe('idle');
     expect(log.map(([, t]) => t)).toEqual([100, 100, 200, 300]);
-    expect(log.slice(2)).toEqual([['b', 200], ['c', 300]]);
+    expect(log.slice(2)).toEqual([
+      ['b', 200],
+      ['c', 300],
+    ]);
     expect(s.now).toBe(300);
   });
 
@@ -85,7 +93,8 @@ describe('Scheduler: time and ordering', () => {
   it('rejects bad sleep durations with EINVAL', async () => {
     const s = new Scheduler();
     await s.runTask('bad', async () => {
-      for (const ns of [-1, Number.NaN, Infinity]) await expect(s.sleep(ns)).rejects.toMatchObject({ code: 'EINVAL' });
+      for (const ns of [-1, Number.NaN, Infinity])
+        await expect(s.sleep(ns)).rejects.toMatchObject({ code: 'EINVAL' });
     });
   });
 
@@ -250,14 +259,21 @@ describe('Scheduler: join and failures', () => {
   it('does not report daemon tasks idling on a wait queue as a deadlock', async () => {
     const s = new Scheduler();
     const wq = new WaitQueue(s, 'kswapd_wait');
-    const daemon = s.spawn('kswapd', async () => {
-      for (;;) await wq.wait();
-    }, { daemon: true });
+    const daemon = s.spawn(
+      'kswapd',
+      async () => {
+        for (;;) await wq.wait();
+      },
+      { daemon: true },
+    );
     expect(await s.runTask('user', () => 1)).toBe(1);
     expect(daemon.state).toBe('blocked');
     // the same wait without the daemon flag is a deadlock
     s.spawn('stuck', () => wq.wait());
-    await expect(s.run()).rejects.toMatchObject({ code: 'EDEADLK', message: expect.stringContaining('stuck#3 waiting on waitqueue kswapd_wait') });
+    await expect(s.run()).rejects.toMatchObject({
+      code: 'EDEADLK',
+      message: expect.stringContaining('stuck#3 waiting on waitqueue kswapd_wait'),
+    });
   });
 
   it('throws EDEADLK with a clear message when a primitive would block outside a task', async () => {
@@ -268,9 +284,14 @@ describe('Scheduler: join and failures', () => {
     await m.lock(); // uncontended: fine outside a task
     const attempts = [s.sleep(1), s.yield(), s.block('x'), wq.wait(), c.wait(), m.lock()];
     for (const p of attempts) {
-      await expect(p).rejects.toMatchObject({ code: 'EDEADLK', message: expect.stringContaining(OUTSIDE_TASK_MESSAGE) });
+      await expect(p).rejects.toMatchObject({
+        code: 'EDEADLK',
+        message: expect.stringContaining(OUTSIDE_TASK_MESSAGE),
+      });
     }
-    expect(OUTSIDE_TASK_MESSAGE).toBe('would block outside a simulated task; call it inside scheduler.spawn() or runTask()');
+    expect(OUTSIDE_TASK_MESSAGE).toBe(
+      'would block outside a simulated task; call it inside scheduler.spawn() or runTask()',
+    );
     m.unlock();
   });
 
@@ -343,7 +364,11 @@ describe('WaitQueue and Completion', () => {
     const s = new Scheduler();
     const wq = new WaitQueue(s);
     const order: string[] = [];
-    for (const [n, t] of [['second', 20], ['first', 10], ['third', 30]] as const) {
+    for (const [n, t] of [
+      ['second', 20],
+      ['first', 10],
+      ['third', 30],
+    ] as const) {
       s.spawn(n, async () => {
         await s.sleep(t);
         await wq.wait();
@@ -446,7 +471,10 @@ describe('Scheduler: trace', () => {
     });
     await s.run();
     expect(rec.ofType('sched.wake')).toEqual([{ type: 'sched.wake', ts: 0, task: 1, name: 'w', by: 2 }]);
-    expect(rec.ofType('sched.end').find((e) => e.task === 2)).toMatchObject({ ok: false, error: 'after wake' });
+    expect(rec.ofType('sched.end').find((e) => e.task === 2)).toMatchObject({
+      ok: false,
+      error: 'after wake',
+    });
   });
 });
 

@@ -126,7 +126,9 @@ class Task<T> implements SimTask<T> {
     const current = this.#sched.current as Task<unknown> | null;
     if (current === null) return this.result;
     if (current === this) {
-      return Promise.reject(new HmmError('EDEADLK', `join: task ${this.toString()} cannot wait for itself to end`));
+      return Promise.reject(
+        new HmmError('EDEADLK', `join: task ${this.toString()} cannot wait for itself to end`),
+      );
     }
     this.joiners.push(current);
     return this.#waitEnd(current);
@@ -228,7 +230,13 @@ export class Scheduler {
     const task = new Task<T>(this, this.#nextId++, name, fn, options.daemon ?? false);
     this.#ready.push(task as Task<unknown>);
     if (this.#trace.enabled('sched.spawn')) {
-      this.#trace.emit({ type: 'sched.spawn', ts: this.#clock.now, task: task.id, name, parent: this.#current?.id ?? null });
+      this.#trace.emit({
+        type: 'sched.spawn',
+        ts: this.#clock.now,
+        task: task.id,
+        name,
+        parent: this.#current?.id ?? null,
+      });
     }
     return task;
   }
@@ -245,10 +253,16 @@ export class Scheduler {
   async run(options: RunOptions = {}): Promise<RunOutcome> {
     const until = options.until;
     if (until !== undefined && !(Number.isFinite(until) && until >= this.#clock.now)) {
-      throw new HmmError('EINVAL', `run({ until }): until must be a finite time ≥ now (${this.#clock.now} ns), got ${String(until)}`);
+      throw new HmmError(
+        'EINVAL',
+        `run({ until }): until must be a finite time ≥ now (${this.#clock.now} ns), got ${String(until)}`,
+      );
     }
     if (this.#running) {
-      throw new HmmError('EBUSY', 'run: the scheduler is already running; inside a task use spawn() and join() instead');
+      throw new HmmError(
+        'EBUSY',
+        'run: the scheduler is already running; inside a task use spawn() and join() instead',
+      );
     }
     this.#running = true;
     try {
@@ -264,7 +278,11 @@ export class Scheduler {
           return 'until';
         }
         this.#advance(next.time);
-        for (let e = this.#timers.peek(); e !== undefined && e.time <= this.#clock.now; e = this.#timers.peek()) {
+        for (
+          let e = this.#timers.peek();
+          e !== undefined && e.time <= this.#clock.now;
+          e = this.#timers.peek()
+        ) {
           this.#timers.pop();
           this.#makeReady(e.value, null);
         }
@@ -289,7 +307,10 @@ export class Scheduler {
    */
   async runTask<T>(name: string, fn: () => Promise<T> | T): Promise<T> {
     if (this.#running) {
-      throw new HmmError('EBUSY', `runTask('${name}'): the scheduler is already running; inside a task use spawn() and join() instead`);
+      throw new HmmError(
+        'EBUSY',
+        `runTask('${name}'): the scheduler is already running; inside a task use spawn() and join() instead`,
+      );
     }
     const task = this.spawn(name, fn);
     await this.run();
@@ -303,7 +324,9 @@ export class Scheduler {
    */
   sleep(ns: number): Promise<void> {
     if (!(Number.isFinite(ns) && ns >= 0)) {
-      return Promise.reject(new HmmError('EINVAL', `sleep(ns): ns must be a finite number ≥ 0, got ${String(ns)}`));
+      return Promise.reject(
+        new HmmError('EINVAL', `sleep(ns): ns must be a finite number ≥ 0, got ${String(ns)}`),
+      );
     }
     if (ns === 0) return this.yield();
     const task = this.#current;
@@ -359,7 +382,13 @@ export class Scheduler {
     task.state = 'blocked';
     task.blockedOn = reason;
     if (this.#trace.enabled('sched.block')) {
-      this.#trace.emit({ type: 'sched.block', ts: this.#clock.now, task: task.id, name: task.name, on: reasonText(reason) });
+      this.#trace.emit({
+        type: 'sched.block',
+        ts: this.#clock.now,
+        task: task.id,
+        name: task.name,
+        on: reasonText(reason),
+      });
     }
     const parked = new Promise<void>((resolve) => {
       task.resume = resolve;

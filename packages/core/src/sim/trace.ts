@@ -46,7 +46,9 @@ export interface TraceEventMap {
 export type TraceEventType = keyof TraceEventMap;
 
 /** The event of type `K`: `type`, `ts` (simulated ns), then the payload fields. */
-export type TraceEventOf<K extends TraceEventType> = { readonly type: K; readonly ts: number } & Readonly<TraceEventMap[K]>;
+export type TraceEventOf<K extends TraceEventType> = { readonly type: K; readonly ts: number } & Readonly<
+  TraceEventMap[K]
+>;
 
 /** Any trace event: a union discriminated on `type`. */
 export type TraceEvent = { [K in TraceEventType]: TraceEventOf<K> }[TraceEventType];
@@ -114,7 +116,10 @@ export class TraceBus {
   /** Adds `delta` (default 1, any finite number) to the counter `name`. Kernel: `count_vm_event()`. */
   count(name: string, delta = 1): void {
     if (!Number.isFinite(delta)) {
-      throw new HmmError('EINVAL', `TraceBus.count('${name}'): delta must be a finite number, got ${String(delta)}`);
+      throw new HmmError(
+        'EINVAL',
+        `TraceBus.count('${name}'): delta must be a finite number, got ${String(delta)}`,
+      );
     }
     this.#counters.set(name, (this.#counters.get(name) ?? 0) + delta);
   }

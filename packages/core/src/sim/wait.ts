@@ -36,7 +36,8 @@ export class WaitQueue {
    */
   wait(reason?: string): Promise<void> {
     const task = this.#sched.current;
-    if (task === null) return Promise.reject(new HmmError('EDEADLK', `${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
+    if (task === null)
+      return Promise.reject(new HmmError('EDEADLK', `${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
     this.#waiters.push(task);
     return this.#waitWoken(task, reason ?? `waitqueue ${this.name}`);
   }
@@ -126,7 +127,8 @@ export class Completion {
       return Promise.resolve();
     }
     const task = this.#sched.current;
-    if (task === null) return Promise.reject(new HmmError('EDEADLK', `${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
+    if (task === null)
+      return Promise.reject(new HmmError('EDEADLK', `${this.name}: ${OUTSIDE_TASK_MESSAGE}`));
     const waiter = { task, granted: false };
     this.#waiters.push(waiter);
     return this.#waitGranted(waiter);

@@ -60,7 +60,12 @@ export class Machine implements PidAllocator {
     this.trace = new TraceBus();
     this.sched = new Scheduler({ seed: opts.seed ?? 1, trace: this.trace });
     this.cost = createCostModel(opts.cost ?? {});
-    this.mm = new MmContext({ ramBytes: ram, swapBytes: opts.swapBytes ?? ram }, this.sched, this.trace, this.cost);
+    this.mm = new MmContext(
+      { ramBytes: ram, swapBytes: opts.swapBytes ?? ram },
+      this.sched,
+      this.trace,
+      this.cost,
+    );
   }
 
   /** @internal */
@@ -121,7 +126,8 @@ export class Machine implements PidAllocator {
 
   /** Forces reclaim of up to `pages` frames (like `memory.reclaim`); returns how many were freed. */
   async reclaim(pages: number): Promise<number> {
-    if (!Number.isSafeInteger(pages) || pages <= 0) throw new HmmError('EINVAL', `reclaim: ${String(pages)} is not a page count`);
+    if (!Number.isSafeInteger(pages) || pages <= 0)
+      throw new HmmError('EINVAL', `reclaim: ${String(pages)} is not a page count`);
     return shrinkNode(this.mm, pages);
   }
 

@@ -33,12 +33,12 @@ const LABEL = 40;
 let step = 0;
 
 function section(title: string): void {
-  console.log(`\n${++step}. ${title}`);
+  console.log(`\n${String(++step).padStart(2)}. ${title}`);
 }
 
 function show(label: string, value: string | number): void {
   const v = typeof value === 'number' ? value.toLocaleString('en-US') : value;
-  console.log(`   ${label.padEnd(LABEL)} ${v}`);
+  console.log(`    ${label.padEnd(LABEL)} ${v}`);
 }
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
@@ -76,6 +76,14 @@ function firstMismatch(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
   return n;
+}
+
+/** `a 2, b 1`: how many times each value occurs, sorted by value. */
+function tally(values: readonly string[]): string {
+  const n = new Map<string, number>();
+  for (const v of values) n.set(v, (n.get(v) ?? 0) + 1);
+  const parts = [...n].sort((a, b) => a[0].localeCompare(b[0])).map(([v, k]) => `${v} ${num(k)}`);
+  return parts.length === 0 ? '-' : parts.join(', ');
 }
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -127,7 +135,7 @@ async function scenario(m: Machine): Promise<void> {
   show('parent data', bad < 0 ? `all ${ANON / MiB} MiB intact` : `CORRUPT at byte ${bad}`);
   show('swap-ins while reading', m.trace.counter('mm.fault.swapin') - swapinsBefore);
   show('memory', memLine(m));
-  show('(swap grew: the SDK has no swap cache,', 'so a page swapped in after fork is a private copy)');
+  show('note', 'the SDK has no swap cache: a page swapped in after fork is a private copy');
 
   section('A pinned buffer survives reclaim');
   const pinAddr = addr + 8 * MiB;
@@ -227,6 +235,8 @@ async function main(): Promise<void> {
   const byType = new Map<string, number>();
   for (const e of recorder.events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1);
   for (const [type, n] of [...byType].sort((a, b) => a[0].localeCompare(b[0]))) show(type, n);
+  show('mm.fault events by kind', tally(recorder.ofType('mm.fault').map((e) => e.kind)));
+  show('mm.syscall events by call', tally(recorder.ofType('mm.syscall').map((e) => e.call)));
 
   section('Counters (m.trace.counters())');
   for (const [name, n] of Object.entries(m.trace.counters())) show(name, n);

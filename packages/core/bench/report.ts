@@ -106,10 +106,17 @@ export function formatTable(rows: readonly Row[]): string {
       .trimEnd();
   const rule = width.map((w) => '─'.repeat(w)).join('  ');
   const out = [line(header), rule, ...cells.map(line), rule];
-  const detailed = rows.filter((r) => r.details.length > 0 || r.kernelSource !== null);
+  const detailed = rows.filter(
+    (r) => r.details.length > 0 || r.kernelSource !== null || r.samples !== undefined,
+  );
   if (detailed.length > 0) out.push('', 'Details:');
   for (const r of detailed) {
     out.push(`- ${r.measurement}`);
+    if (r.samples !== undefined) {
+      const runs = r.samples.map((v) => fmtValue(v, r.unit)).join(', ');
+      const warm = r.warmup === undefined ? '' : `; warm-up run ${fmtValue(r.warmup, r.unit)}`;
+      out.push(`    runs: ${runs}${warm}`);
+    }
     for (const d of r.details) out.push(`    ${d}`);
     if (r.kernelSource !== null) out.push(`    kernel figure: ${r.kernelSource}`);
   }

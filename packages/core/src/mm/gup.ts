@@ -214,10 +214,14 @@ export async function pinUserPages(
   return getUserPagesInternal(ctx, mm, start, nrPages, gupFlags | Foll.PIN);
 }
 
-function countPerPfn(pfns: ArrayLike<number>): Map<number, number> {
-  const m = new Map<number, number>();
-  for (let i = 0; i < pfns.length; i++) m.set(pfns[i]!, (m.get(pfns[i]!) ?? 0) + 1);
-  return m;
+/** Checks that `pfn` names an allocated frame; `what` names the caller for the message. */
+function checkFrame(ctx: MmContext, pfn: number, what: string): void {
+  const mem = ctx.mem;
+  if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
+    throw new HmmError('EINVAL', `${what}: ${String(pfn)} is not an allocated frame (released and freed already?)`, {
+      kernelRef: 'mm/gup.c:unpin_user_page',
+    });
+  }
 }
 
 /**
@@ -225,29 +229,28 @@ function countPerPfn(pfns: ArrayLike<number>): Map<number, number> {
  * pinned (as many times as it appears) — a double unpin.
  */
 export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
-  const mem = ctx.mem;
-  for (const [pfn, n] of countPerPfn(pfns)) {
-    // The zero page (pfn 0, always allocated) may hold short-term read pins; its pincount guards it.
-    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
-      throw new HmmError(
-        'EINVAL',
-        `unpin_user_page: ${String(pfn)} is not an allocated frame (unpinned and freed already?)`,
-        { kernelRef: 'mm/gup.c:unpin_user_page' },
-      );
-    }
-    if (mem.pincount[pfn]! < n) {
-      throw new HmmError(
-        'EINVAL',
-        `unpin_user_page: frame ${hex(pfn)} has ${mem.pincount[pfn]} pins, cannot drop ${n} (double unpin?)`,
-        { kernelRef: 'mm/gup.c:unpin_user_page' },
-      );
-    }
-  }
+  const pins = ctx.mem.pincount;
+  // Pass 1 takes the pins off, undoing them all if one is missing; pass 2 drops the references.
   for (let i = 0; i < pfns.length; i++) {
     const pfn = pfns[i]!;
-    mem.pincount[pfn]!--;
-    ctx.putPage(pfn);
+    let bad: HmmError | null = null;
+    try {
+      checkFrame(ctx, pfn, 'unpin_user_page');
+    } catch (e) {
+      bad = e as HmmError;
+    }
+    if (bad === null && pins[pfn] === 0) {
+      bad = new HmmError('EINVAL', `unpin_user_page: frame ${hex(pfn)} is not pinned (any more): a double unpin?`, {
+        kernelRef: 'mm/gup.c:unpin_user_page',
+      });
+    }
+    if (bad !== null) {
+      for (let k = 0; k < i; k++) pins[pfns[k]!]!++;
+      throw bad;
+    }
+    pins[pfn]!--;
   }
+  for (let i = 0; i < pfns.length; i++) ctx.putPage(pfns[i]!);
 }
 
 /**
@@ -256,27 +259,32 @@ export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
  */
 export function putUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
   const mem = ctx.mem;
-  for (const [pfn, n] of countPerPfn(pfns)) {
-    if (pfn === ZERO_PFN) continue;
-    if (!Number.isInteger(pfn) || pfn <= 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
-      throw new HmmError('EINVAL', `put_page: ${String(pfn)} is not an allocated frame`);
+  const gets = (pfn: number): number =>
+    mem.refcount[pfn]! - mem.mapcount[pfn]! - mem.pincount[pfn]! - ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
+  // Pass 1 takes the references off, undoing them all if one is missing; pass 2 frees emptied frames.
+  for (let i = 0; i < pfns.length; i++) {
+    const pfn = pfns[i]!;
+    let bad: HmmError | null = null;
+    try {
+      checkFrame(ctx, pfn, 'put_page');
+    } catch (e) {
+      bad = e as HmmError;
     }
-    const gets =
-      mem.refcount[pfn]! -
-      mem.mapcount[pfn]! -
-      mem.pincount[pfn]! -
-      ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
-    if (gets < n)
-      throw new HmmError(
-        'EINVAL',
-        `put_page: frame ${hex(pfn)} holds ${gets} GUP references, cannot drop ${n}`,
-      );
+    const min = pfn === ZERO_PFN ? 1 : 0; // the zero page keeps its own reference
+    if (bad === null && gets(pfn) - min <= 0) {
+      bad = new HmmError('EINVAL', `put_page: frame ${hex(pfn)} holds no GUP reference to drop`);
+    }
+    if (bad !== null) {
+      for (let k = 0; k < i; k++) mem.refcount[pfns[k]!]!++;
+      throw bad;
+    }
+    mem.refcount[pfn]!--;
   }
   for (let i = 0; i < pfns.length; i++) {
-    if (pfns[i] === ZERO_PFN) {
-      mem.refcount[ZERO_PFN]!--;
-      continue;
+    const pfn = pfns[i]!;
+    if (pfn !== ZERO_PFN && mem.refcount[pfn] === 0 && (mem.flags[pfn]! & PG.ALLOCATED) !== 0) {
+      mem.refcount[pfn] = 1;
+      ctx.putPage(pfn);
     }
-    ctx.putPage(pfns[i]!);
   }
 }

@@ -229,7 +229,7 @@ export class PageTable {
 
   /** PTE slot for `vpn`, or -1 if no leaf table covers it (`pte_offset_map` on a missing table). */
   lookup(vpn: number): number {
-    const base = vpn - (vpn % PTRS_PER_TABLE);
+    const base = Math.floor(vpn / PTRS_PER_TABLE) * PTRS_PER_TABLE;
     if (base === this.cacheBase) return this.cacheLeaf * PTRS_PER_TABLE + (vpn - base);
     const a = this.arena;
     const idx = this.idx;
@@ -266,12 +266,12 @@ export class PageTable {
     const e = parent * PTRS_PER_TABLE + idx[2]!;
     let leaf = a.dir[e]!;
     if (leaf === 0) {
-      const base = vpn - (vpn % PTRS_PER_TABLE);
+      const base = Math.floor(vpn / PTRS_PER_TABLE) * PTRS_PER_TABLE;
       leaf = a.allocLeaf(this.mmId, base);
       a.dir[e] = leaf;
       a.dirUsed[parent]!++;
     }
-    this.cacheBase = vpn - (vpn % PTRS_PER_TABLE);
+    this.cacheBase = Math.floor(vpn / PTRS_PER_TABLE) * PTRS_PER_TABLE;
     this.cacheLeaf = leaf;
     return leaf * PTRS_PER_TABLE + idx[3]!;
   }

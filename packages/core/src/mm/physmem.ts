@@ -19,10 +19,11 @@ export const Zone = { NORMAL: 0, DEVICE: 1 } as const;
 export const ZERO_PFN = 0;
 
 /**
- * Bytes of metadata per frame: refcount 4 + mapcount 2 + pincount 2 + flags 2 + owner 2 + zone 1 +
- * LRU prev 4 + LRU next 4 (also the free-list link) + rmap/index 4 + content-presence 1.
+ * Bytes of metadata per frame: refcount 4 + mapcount 2 + pincount 2 + flags 2 + owner 2 +
+ * LRU prev 4 + LRU next 4 (also the free-list link) + rmap/index 4 + content-presence 1. The zone is
+ * per arena.
  */
-export const FRAME_METADATA_BYTES = 26;
+export const FRAME_METADATA_BYTES = 25;
 
 /** Largest map count a frame may reach (the SDK's mapcount is 16-bit; fork fails with ENOMEM beyond). */
 export const MAX_MAPCOUNT = 0xffff;
@@ -43,8 +44,11 @@ export class PhysMem {
   readonly flags: Uint16Array;
   /** Owner: file id for page-cache pages, pagemap id for device frames, 0 otherwise. */
   readonly owner: Uint16Array;
-  /** {@link Zone} of each frame. */
-  readonly zone: Uint8Array;
+  /**
+   * {@link Zone} of every frame of this arena: an arena is one zone, so the zone follows from the pfn
+   * (as the kernel derives `page_zonenum` from bits of `page->flags` rather than storing a field).
+   */
+  readonly zone: number;
   /** LRU list links (`folio->lru`), -1 = none. */
   readonly lruPrev: Int32Array;
   readonly lruNext: Int32Array;
@@ -69,7 +73,7 @@ export class PhysMem {
     this.pincount = new Uint16Array(n);
     this.flags = new Uint16Array(n);
     this.owner = new Uint16Array(n);
-    this.zone = new Uint8Array(n).fill(zone);
+    this.zone = zone;
     this.lruPrev = new Int32Array(n).fill(-1);
     this.lruNext = new Int32Array(n).fill(-1);
     this.rmap = new Uint32Array(n);

@@ -23,7 +23,19 @@ declare module '../sim/trace.js' {
 export type FaultKind =
   'anon' | 'zero' | 'file' | 'cow' | 'reuse' | 'swapin' | 'special' | 'shared-write' | 'spurious';
 
-/** Emits an `mm.fault` event if anyone listens. */
+const FAULT_COUNTERS: Readonly<Record<FaultKind, string>> = {
+  anon: 'mm.fault.anon',
+  zero: 'mm.fault.zero',
+  file: 'mm.fault.file',
+  cow: 'mm.fault.cow',
+  reuse: 'mm.fault.reuse',
+  swapin: 'mm.fault.swapin',
+  special: 'mm.fault.special',
+  'shared-write': 'mm.fault.shared-write',
+  spurious: 'mm.fault.spurious',
+};
+
+/** Emits an `mm.fault` event if anyone listens, and counts the fault by kind. */
 export function traceFault(
   ctx: MmContext,
   mm: number,
@@ -33,7 +45,7 @@ export function traceFault(
 ): void {
   const bus = ctx.trace;
   if (bus.enabled('mm.fault')) bus.emit({ type: 'mm.fault', ts: ctx.sched.now, mm, address, write, kind });
-  bus.count(`mm.fault.${kind}`);
+  bus.count(FAULT_COUNTERS[kind]);
 }
 
 /** Emits an `mm.syscall` event if anyone listens. */

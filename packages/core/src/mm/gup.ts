@@ -17,7 +17,7 @@
  * @module
  */
 import { HmmError, hex } from '../errors/errno.js';
-import { Foll, PAGE_SIZE, TASK_SIZE } from './constants.js';
+import { Foll, PAGE_SIZE, PTRS_PER_TABLE, TASK_SIZE } from './constants.js';
 import { FaultFlag, handleMmFault } from './memory.js';
 import type { MmContext } from './mm-context.js';
 import type { MmStruct } from './mm-struct.js';
@@ -97,6 +97,63 @@ function followPage(ctx: MmContext, mm: MmStruct, vpn: number, gupFlags: number)
 }
 
 /**
+ * The synchronous fast path (like `gup_fast`, without its lockless walk): takes pages from index
+ * `from` on while their VMA allows the access and their PTE already satisfies it, and returns the
+ * index of the first page that needs the slow path (a fault, a VMA check that fails, a full pin count).
+ */
+function takePresentPages(
+  ctx: MmContext,
+  mm: MmStruct,
+  start: number,
+  from: number,
+  nrPages: number,
+  gupFlags: number,
+  out: Int32Array,
+): number {
+  const mem = ctx.mem;
+  const pins = mem.pincount;
+  const refs = mem.refcount;
+  const pageFlags = mem.flags;
+  const pteFlags = ctx.arena.pteFlags;
+  const pteVal = ctx.arena.pteVal;
+  const pin = (gupFlags & Foll.PIN) !== 0;
+  const write = (gupFlags & Foll.WRITE) !== 0;
+  const longterm = (gupFlags & Foll.LONGTERM) !== 0;
+  const need = write ? Pte.PRESENT | Pte.WRITE : Pte.PRESENT;
+  let i = from;
+  while (i < nrPages) {
+    const addr = start + i * PAGE_SIZE;
+    const vma = mm.vmas.lookup(addr);
+    if (vma === undefined || vma.isSpecial || (write ? !vma.writable : !vma.readable)) return i;
+    if (longterm && write && vma.file !== null && !vma.file.shmem && vma.isShared) return i;
+    const cow = vma.isCow;
+    let slot = mm.pgtable.lookup(addr / PAGE_SIZE);
+    if (slot < 0) return i;
+    // Walk the rest of this leaf table (and VMA) slot by slot.
+    const lim = Math.min(
+      nrPages,
+      i + (PTRS_PER_TABLE - (slot & (PTRS_PER_TABLE - 1))),
+      i + (vma.end - addr) / PAGE_SIZE,
+    );
+    for (; i < lim; i++, slot++) {
+      const f = pteFlags[slot]!;
+      if ((f & need) !== need || (f & Pte.SPECIAL) !== 0) return i;
+      const pfn = pteVal[slot]!;
+      if (pin) {
+        const pg = pageFlags[pfn]!;
+        if ((pg & PG.ANON) !== 0 ? (pg & PG.ANON_EXCLUSIVE) === 0 : longterm && cow && (f & Pte.WRITE) === 0)
+          return i;
+        if (pins[pfn]! >= MAX_PINCOUNT) return i;
+        pins[pfn]!++;
+      }
+      refs[pfn]!++;
+      out[i] = pfn;
+    }
+  }
+  return nrPages;
+}
+
+/**
  * Faults in (as needed) and references the pages of [start, start + nrPages·PAGE_SIZE)
  * (`__get_user_pages`). Returns their pfns. The caller must release them with {@link putUserPages} or,
  * with FOLL_PIN, {@link unpinUserPages}.
@@ -135,11 +192,12 @@ export async function getUserPagesInternal(
   let got = 0;
   if (!mm.mmapLock.tryRead()) await mm.mmapLock.read();
   try {
-    let vma: Vma | undefined;
-    for (let i = 0; i < nrPages; i++) {
-      const addr = start + i * PAGE_SIZE;
-      if (vma === undefined || addr >= vma.end || addr < vma.start)
-        vma = checkVma(mm.vmas.lookup(addr), addr, gupFlags);
+    while (got < nrPages) {
+      // Fast path over pages that need no fault; then one page through the slow path.
+      got = takePresentPages(ctx, mm, start, got, nrPages, gupFlags, out);
+      if (got === nrPages) break;
+      const addr = start + got * PAGE_SIZE;
+      const vma = checkVma(mm.vmas.lookup(addr), addr, gupFlags);
       const vpn = addr / PAGE_SIZE;
       let pfn = followPage(ctx, mm, vpn, gupFlags);
       for (let tries = 0; pfn < 0; tries++) {
@@ -152,9 +210,7 @@ export async function getUserPagesInternal(
           throw new HmmError(
             'EFAULT',
             `get_user_pages: page at ${hex(addr)} is not present and FOLL_NOFAULT is set`,
-            {
-              address: addr,
-            },
+            { address: addr },
           );
         }
         const ff =
@@ -218,9 +274,13 @@ export async function pinUserPages(
 function checkFrame(ctx: MmContext, pfn: number, what: string): void {
   const mem = ctx.mem;
   if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
-    throw new HmmError('EINVAL', `${what}: ${String(pfn)} is not an allocated frame (released and freed already?)`, {
-      kernelRef: 'mm/gup.c:unpin_user_page',
-    });
+    throw new HmmError(
+      'EINVAL',
+      `${what}: ${String(pfn)} is not an allocated frame (released and freed already?)`,
+      {
+        kernelRef: 'mm/gup.c:unpin_user_page',
+      },
+    );
   }
 }
 
@@ -240,9 +300,13 @@ export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
       bad = e as HmmError;
     }
     if (bad === null && pins[pfn] === 0) {
-      bad = new HmmError('EINVAL', `unpin_user_page: frame ${hex(pfn)} is not pinned (any more): a double unpin?`, {
-        kernelRef: 'mm/gup.c:unpin_user_page',
-      });
+      bad = new HmmError(
+        'EINVAL',
+        `unpin_user_page: frame ${hex(pfn)} is not pinned (any more): a double unpin?`,
+        {
+          kernelRef: 'mm/gup.c:unpin_user_page',
+        },
+      );
     }
     if (bad !== null) {
       for (let k = 0; k < i; k++) pins[pfns[k]!]!++;
@@ -260,7 +324,10 @@ export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
 export function putUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
   const mem = ctx.mem;
   const gets = (pfn: number): number =>
-    mem.refcount[pfn]! - mem.mapcount[pfn]! - mem.pincount[pfn]! - ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
+    mem.refcount[pfn]! -
+    mem.mapcount[pfn]! -
+    mem.pincount[pfn]! -
+    ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
   // Pass 1 takes the references off, undoing them all if one is missing; pass 2 frees emptied frames.
   for (let i = 0; i < pfns.length; i++) {
     const pfn = pfns[i]!;

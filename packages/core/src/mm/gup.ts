@@ -270,17 +270,51 @@ export async function pinUserPages(
   return getUserPagesInternal(ctx, mm, start, nrPages, gupFlags | Foll.PIN);
 }
 
-/** Checks that `pfn` names an allocated frame; `what` names the caller for the message. */
-function checkFrame(ctx: MmContext, pfn: number, what: string): void {
+/** Why `pfn` cannot give up one more reference of the kind `held` counts, or null if it can. */
+function releaseError(
+  ctx: MmContext,
+  pfn: number,
+  what: string,
+  held: (pfn: number) => number,
+): HmmError | null {
   const mem = ctx.mem;
+  const ref = { kernelRef: `mm/gup.c:${what}` };
   if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
-    throw new HmmError(
+    return new HmmError(
       'EINVAL',
       `${what}: ${String(pfn)} is not an allocated frame (released and freed already?)`,
-      {
-        kernelRef: 'mm/gup.c:unpin_user_page',
-      },
+      ref,
     );
+  }
+  if (held(pfn) <= 0) {
+    return new HmmError(
+      'EINVAL',
+      `${what}: frame ${hex(pfn)} holds no reference of this kind any more (released twice?)`,
+      ref,
+    );
+  }
+  return null;
+}
+
+/**
+ * Drops one count per entry from `counts` (pins or references), all or nothing: if any entry cannot
+ * give one up, the ones already taken off are put back and the error is thrown.
+ */
+function releaseAll(
+  ctx: MmContext,
+  pfns: ArrayLike<number>,
+  what: string,
+  counts: Uint16Array | Int32Array,
+  held: (pfn: number) => number,
+): void {
+  for (let i = 0; i < pfns.length; i++) {
+    const pfn = pfns[i]!;
+    const bad = releaseError(ctx, pfn, what, held);
+    if (bad !== null) {
+      for (let k = 0; k < i; k++) counts[pfns[k]!]!++;
+      throw bad;
+    }
+    counts[pfn]!--;
   }
 }
 
@@ -290,30 +324,8 @@ function checkFrame(ctx: MmContext, pfn: number, what: string): void {
  */
 export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
   const pins = ctx.mem.pincount;
-  // Pass 1 takes the pins off, undoing them all if one is missing; pass 2 drops the references.
-  for (let i = 0; i < pfns.length; i++) {
-    const pfn = pfns[i]!;
-    let bad: HmmError | null = null;
-    try {
-      checkFrame(ctx, pfn, 'unpin_user_page');
-    } catch (e) {
-      bad = e as HmmError;
-    }
-    if (bad === null && pins[pfn] === 0) {
-      bad = new HmmError(
-        'EINVAL',
-        `unpin_user_page: frame ${hex(pfn)} is not pinned (any more): a double unpin?`,
-        {
-          kernelRef: 'mm/gup.c:unpin_user_page',
-        },
-      );
-    }
-    if (bad !== null) {
-      for (let k = 0; k < i; k++) pins[pfns[k]!]!++;
-      throw bad;
-    }
-    pins[pfn]!--;
-  }
+  releaseAll(ctx, pfns, 'unpin_user_page', pins, (pfn) => pins[pfn]!);
+  // Each pin also held a reference.
   for (let i = 0; i < pfns.length; i++) ctx.putPage(pfns[i]!);
 }
 
@@ -323,30 +335,16 @@ export function unpinUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
  */
 export function putUserPages(ctx: MmContext, pfns: ArrayLike<number>): void {
   const mem = ctx.mem;
+  // GUP references: what the refcount holds beyond mappings, pins, the page cache and (for the zero
+  // page) its own permanent reference.
   const gets = (pfn: number): number =>
     mem.refcount[pfn]! -
     mem.mapcount[pfn]! -
     mem.pincount[pfn]! -
-    ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
-  // Pass 1 takes the references off, undoing them all if one is missing; pass 2 frees emptied frames.
-  for (let i = 0; i < pfns.length; i++) {
-    const pfn = pfns[i]!;
-    let bad: HmmError | null = null;
-    try {
-      checkFrame(ctx, pfn, 'put_page');
-    } catch (e) {
-      bad = e as HmmError;
-    }
-    const min = pfn === ZERO_PFN ? 1 : 0; // the zero page keeps its own reference
-    if (bad === null && gets(pfn) - min <= 0) {
-      bad = new HmmError('EINVAL', `put_page: frame ${hex(pfn)} holds no GUP reference to drop`);
-    }
-    if (bad !== null) {
-      for (let k = 0; k < i; k++) mem.refcount[pfns[k]!]!++;
-      throw bad;
-    }
-    mem.refcount[pfn]!--;
-  }
+    ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0) -
+    (pfn === ZERO_PFN ? 1 : 0);
+  releaseAll(ctx, pfns, 'put_page', mem.refcount, gets);
+  // Frames whose last reference went are freed now (once each, even if listed twice).
   for (let i = 0; i < pfns.length; i++) {
     const pfn = pfns[i]!;
     if (pfn !== ZERO_PFN && mem.refcount[pfn] === 0 && (mem.flags[pfn]! & PG.ALLOCATED) !== 0) {

@@ -3,7 +3,8 @@
  * devices use to share a process address space (HMM).
  *
  * Layers, bottom-up: `sim` (clock, scheduler, locks, cost model, trace bus), `mm` (frames, page
- * tables, VMAs, faults, rmap, reclaim, swap, GUP, files), `system` (the composition root,
+ * tables, VMAs, faults, rmap, reclaim, swap, GUP, files), `hmm` (MMU interval notifiers,
+ * `hmm_range_fault`), `system` (the composition root,
  * {@link Machine}). See `docs/architecture.md` and the kernel ↔ SDK name table in `docs/kernel-names.md`.
  *
  * @packageDocumentation
@@ -12,5 +13,6 @@ export { HmmError, Errno, isHmmError, hex } from './errors/errno.js';
 export type { ErrnoName, FaultSignal, HmmErrorDetail } from './errors/errno.js';
 export * from './sim/index.js';
 export * from './mm/index.js';
+export * from './hmm/index.js';
 export { Machine } from './system/machine.js';
 export type { MachineOptions, MemoryStats } from './system/machine.js';

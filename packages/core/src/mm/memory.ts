@@ -21,7 +21,6 @@ import { ZERO_PFN } from './physmem.js';
 import type { Vma } from './vma.js';
 import { traceFault } from './trace-events.js';
 import type { FaultKind } from './trace-events.js';
-import { NOTIFY_EVENT_NAMES } from './mmu-notifier-hooks.js';
 
 /** Fault flags (`FAULT_FLAG_*`). */
 export const FaultFlag = {
@@ -53,18 +52,6 @@ export async function notifyStart(
   const hooks = mm.notifier;
   if (hooks === null) return null;
   const range: MmuNotifierRange = { mm, start, end, event, blockable: true, owner };
-  const bus = mm.ctx.trace;
-  if (bus.enabled('mm.invalidate')) {
-    bus.emit({
-      type: 'mm.invalidate',
-      ts: mm.ctx.sched.now,
-      mm: mm.id,
-      start,
-      end,
-      event: NOTIFY_EVENT_NAMES[event]!,
-      blockable: true,
-    });
-  }
   await hooks.invalidateRangeStart(range);
   return range;
 }

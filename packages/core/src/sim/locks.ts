@@ -296,6 +296,16 @@ export class RwSemaphore {
     if (this.#queue[0]?.kind === 'read') this.#wakeReaders();
   }
 
+  /**
+   * True if the current task (or, outside any task, code outside tasks) holds this semaphore for
+   * reading or writing. Kernel: `lockdep_assert_held(&mm->mmap_lock)` / `mmap_assert_locked()`.
+   */
+  heldByCurrent(): boolean {
+    const current = this.#sched.current;
+    if (this.#writeLocked && this.#writer === current) return true;
+    return (this.#readHolders.get(current) ?? 0) > 0;
+  }
+
   #checkWriter(op: string): SimTask | null {
     const current = this.#sched.current;
     if (!this.#writeLocked) {

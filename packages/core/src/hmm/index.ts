@@ -1,0 +1,25 @@
+/**
+ * The hmm layer: MMU interval notifiers and `hmm_range_fault` (mm/mmu_notifier.c, mm/hmm.c).
+ *
+ * @module
+ */
+export {
+  MmuIntervalNotifier,
+  MmuNotifierSubscriptions,
+  mmuIntervalNotifierInsert,
+  mmuIntervalNotifierRemove,
+  mmuIntervalReadBegin,
+  mmuIntervalReadRetry,
+  mmuIntervalCheckRetry,
+  mmuIntervalSetSeq,
+} from './mmu-interval-notifier.js';
+export type { MmuIntervalNotifierOps } from './mmu-interval-notifier.js';
+export {
+  HmmPfn,
+  hmmRangeFault,
+  hmmPfnMake,
+  hmmPfnToPfn,
+  hmmPfnFlags,
+  hmmPfnToMapOrder,
+} from './hmm-range-fault.js';
+export type { HmmRange } from './hmm-range-fault.js';

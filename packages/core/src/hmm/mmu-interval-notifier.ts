@@ -1,0 +1,326 @@
+/**
+ * MMU interval notifiers (mm/mmu_notifier.c, include/linux/mmu_notifier.h): a driver subscribes to a
+ * range of an address space and is told, before the CPU page tables of that range change, to stop
+ * using it. The sequence protocol lets the driver detect that an invalidation raced with its own
+ * `hmm_range_fault`:
+ *
+ * ```text
+ * seq = await readBegin(sub)        // mmu_interval_read_begin: waits out a running invalidation
+ * ... hmmRangeFault(range) ...      // under the mmap read lock
+ * driver lock
+ * if (readRetry(sub, seq)) retry    // mmu_interval_read_retry: an invalidation hit meanwhile
+ * program the device
+ * driver unlock
+ * ```
+ *
+ * and the invalidate callback, under the same driver lock, calls `setSeq(sub, curSeq)` and removes
+ * the device's mappings of the range before returning.
+ *
+ * The per-mm sequence is even while no invalidation covering a subscribed interval runs and odd while
+ * one does. Inserts and removals during an invalidation take effect when it ends; `remove` waits for a
+ * running invalidation, and no callback runs for a removed subscription.
+ *
+ * @module
+ */
+import { HmmError, hex } from '../errors/errno.js';
+import { PAGE_SIZE, TASK_SIZE } from '../mm/constants.js';
+import type { MmStruct } from '../mm/mm-struct.js';
+import type { MmuNotifierHooks, MmuNotifierRange } from '../mm/mmu-notifier-hooks.js';
+import { NOTIFY_EVENT_NAMES, NotifyEvent } from '../mm/mmu-notifier-hooks.js';
+import { WaitQueue } from '../sim/wait.js';
+
+/** A driver's callbacks for one interval (`struct mmu_interval_notifier_ops`). */
+export interface MmuIntervalNotifierOps {
+  /**
+   * The range is about to change (`ops->invalidate`). Call {@link mmuIntervalSetSeq} with `curSeq`
+   * under the driver lock and stop all device access to the range before returning (or before the
+   * returned promise settles). When `range.blockable` is false the callback must not sleep: it
+   * returns `false` (synchronously) if it would have to, and the caller retries later.
+   */
+  invalidate(sub: MmuIntervalNotifier, range: MmuNotifierRange, curSeq: number): boolean | Promise<boolean>;
+}
+
+/** One subscription (`struct mmu_interval_notifier`). */
+export class MmuIntervalNotifier {
+  /** Sequence last set by the driver (`interval_sub->invalidate_seq`). */
+  invalidateSeq: number;
+  /** In the interval tree (false while an insert is deferred and after removal). */
+  active = false;
+  /** Removed (or removal pending): receives no more callbacks. */
+  removed = false;
+
+  constructor(
+    /** The subscribed address space. */
+    readonly mm: MmStruct,
+    /** First byte. */
+    readonly start: number,
+    /** One past the last byte. */
+    readonly end: number,
+    readonly ops: MmuIntervalNotifierOps,
+    initialSeq: number,
+  ) {
+    this.invalidateSeq = initialSeq;
+  }
+
+  /** True if [start, end) overlaps this interval. */
+  overlaps(start: number, end: number): boolean {
+    return start < this.end && this.start < end;
+  }
+}
+
+/**
+ * The notifier state of one mm (`struct mmu_notifier_subscriptions`), installed as the mm's
+ * {@link MmuNotifierHooks}: the interval list, the sequence, the count of running invalidations and
+ * the deferred inserts and removals.
+ */
+export class MmuNotifierSubscriptions implements MmuNotifierHooks {
+  /** Even: no invalidation of a subscribed range runs; odd: one does. */
+  invalidateSeq = 2;
+  /** Invalidations started and not yet ended (`active_invalidate_ranges`). */
+  activeInvalidateRanges = 0;
+  private readonly intervals: MmuIntervalNotifier[] = [];
+  private readonly deferred: { sub: MmuIntervalNotifier; insert: boolean }[] = [];
+  /** Woken when an invalidation of a subscribed range ends (`subscriptions->wq`). */
+  readonly wq: WaitQueue;
+
+  constructor(readonly mm: MmStruct) {
+    this.wq = new WaitQueue(mm.ctx.sched, `mmu_notifier:mm${mm.id}`);
+  }
+
+  /** The subscriptions of `mm`, created and installed on first use (`__mmu_notifier_register`). */
+  static of(mm: MmStruct): MmuNotifierSubscriptions {
+    const n = mm.notifier;
+    if (n instanceof MmuNotifierSubscriptions) return n;
+    if (n !== null) throw new HmmError('EBUSY', `mm ${mm.id} already has foreign notifier hooks installed`);
+    const subs = new MmuNotifierSubscriptions(mm);
+    mm.notifier = subs;
+    return subs;
+  }
+
+  /** Live subscriptions (in the tree), in insertion order. */
+  subscriptions(): readonly MmuIntervalNotifier[] {
+    return this.intervals;
+  }
+
+  /** True while an invalidation that overlapped a subscribed interval runs. */
+  get invalidating(): boolean {
+    return (this.invalidateSeq & 1) === 1;
+  }
+
+  /** Starts an invalidation: marks the sequence odd if any interval overlaps (`mn_itree_inv_start_range`). */
+  private beginRange(range: MmuNotifierRange): MmuIntervalNotifier[] {
+    this.activeInvalidateRanges++;
+    const hit = this.intervals.filter((s) => !s.removed && s.overlaps(range.start, range.end));
+    if (hit.length > 0) this.invalidateSeq |= 1;
+    const bus = this.mm.ctx.trace;
+    if (bus.enabled('mm.invalidate') && hit.length > 0) {
+      bus.emit({
+        type: 'mm.invalidate',
+        ts: this.mm.ctx.sched.now,
+        mm: this.mm.id,
+        start: range.start,
+        end: range.end,
+        event: NOTIFY_EVENT_NAMES[range.event]!,
+        blockable: range.blockable,
+      });
+    }
+    return hit;
+  }
+
+  /** {@inheritDoc MmuNotifierHooks.invalidateRangeStart} */
+  async invalidateRangeStart(range: MmuNotifierRange): Promise<void> {
+    const hit = this.beginRange(range);
+    const seq = this.invalidateSeq;
+    for (const sub of hit) {
+      if (sub.removed) continue;
+      const ok = await sub.ops.invalidate(sub, range, seq);
+      if (!ok) {
+        throw new HmmError(
+          'EINVAL',
+          `interval notifier [${hex(sub.start)}-${hex(sub.end)}) returned false from a blockable invalidation: only a non-blockable invalidation may be declined`,
+          { kernelRef: 'mm/mmu_notifier.c:mn_itree_invalidate' },
+        );
+      }
+    }
+  }
+
+  /** {@inheritDoc MmuNotifierHooks.invalidateRangeStartNonblock} */
+  invalidateRangeStartNonblock(range: MmuNotifierRange): boolean {
+    const hit = this.beginRange(range);
+    const seq = this.invalidateSeq;
+    for (const sub of hit) {
+      if (sub.removed) continue;
+      const ok = sub.ops.invalidate(sub, range, seq);
+      if (typeof ok !== 'boolean') {
+        // A promise means the callback slept; the kernel would have deadlocked or warned.
+        this.endRange();
+        throw new HmmError(
+          'EINVAL',
+          `interval notifier [${hex(sub.start)}-${hex(sub.end)}) slept (returned a promise) in a non-blockable invalidation: it must return false instead`,
+          { kernelRef: 'include/linux/mmu_notifier.h:mmu_notifier_range_blockable' },
+        );
+      }
+      if (!ok) {
+        // mn_itree_invalidate: undo the start and report -EAGAIN to the caller.
+        this.endRange();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** {@inheritDoc MmuNotifierHooks.invalidateRangeEnd} */
+  invalidateRangeEnd(_range: MmuNotifierRange): void {
+    this.endRange();
+  }
+
+  /** Ends an invalidation (`mn_itree_inv_end`): the last one makes the sequence even and applies deferred changes. */
+  private endRange(): void {
+    if (this.activeInvalidateRanges === 0) {
+      throw new HmmError('EINVAL', `mm ${this.mm.id}: invalidate_range_end without a start`);
+    }
+    if (--this.activeInvalidateRanges > 0) return;
+    if (!this.invalidating) return;
+    this.invalidateSeq++;
+    for (const d of this.deferred.splice(0)) {
+      if (d.insert) {
+        if (!d.sub.removed) {
+          this.intervals.push(d.sub);
+          d.sub.active = true;
+        }
+      } else {
+        this.unlinkNow(d.sub);
+      }
+    }
+    this.wq.wakeAll();
+  }
+
+  /** The mm is exiting: every interval gets a RELEASE invalidation of the whole address space (`mn_itree_release`). */
+  async release(mm: MmStruct): Promise<void> {
+    const range: MmuNotifierRange = {
+      mm,
+      start: 0,
+      end: TASK_SIZE,
+      event: NotifyEvent.RELEASE,
+      blockable: true,
+      owner: null,
+    };
+    await this.invalidateRangeStart(range);
+    this.invalidateRangeEnd(range);
+  }
+
+  /** @internal */
+  insert(sub: MmuIntervalNotifier): void {
+    if (this.activeInvalidateRanges > 0 && this.invalidating) {
+      // Deferred: read_begin on it waits for the running invalidation to end.
+      sub.invalidateSeq = this.invalidateSeq;
+      this.deferred.push({ sub, insert: true });
+    } else {
+      sub.invalidateSeq = this.invalidateSeq - 1;
+      this.intervals.push(sub);
+      sub.active = true;
+    }
+  }
+
+  /** @internal */
+  async remove(sub: MmuIntervalNotifier): Promise<void> {
+    if (sub.removed) {
+      throw new HmmError('EINVAL', `interval notifier [${hex(sub.start)}-${hex(sub.end)}) removed twice`, {
+        kernelRef: 'mm/mmu_notifier.c:mmu_interval_notifier_remove',
+      });
+    }
+    sub.removed = true;
+    if (this.activeInvalidateRanges > 0 && this.invalidating) {
+      const seq = this.invalidateSeq;
+      this.deferred.push({ sub, insert: false });
+      // Wait for the running invalidation: no callback can reach the driver after we return.
+      await this.wq.waitUntil(() => this.invalidateSeq !== seq, 'mmu_interval_notifier_remove');
+    } else {
+      this.unlinkNow(sub);
+    }
+  }
+
+  private unlinkNow(sub: MmuIntervalNotifier): void {
+    const i = this.intervals.indexOf(sub);
+    if (i >= 0) this.intervals.splice(i, 1);
+    sub.active = false;
+  }
+}
+
+/**
+ * Subscribes `ops` to [start, start+length) of `mm` (`mmu_interval_notifier_insert`). EINVAL for an
+ * empty, unaligned or overflowing range; ESRCH for an exited mm.
+ */
+export function mmuIntervalNotifierInsert(
+  mm: MmStruct,
+  start: number,
+  length: number,
+  ops: MmuIntervalNotifierOps,
+): MmuIntervalNotifier {
+  mm.assertLive('mmu_interval_notifier_insert');
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length <= 0) {
+    throw new HmmError(
+      'EINVAL',
+      `mmu_interval_notifier_insert: [${String(start)}, +${String(length)}) is not a range`,
+    );
+  }
+  if (start + length > TASK_SIZE || start % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) {
+    throw new HmmError(
+      'EINVAL',
+      `mmu_interval_notifier_insert: [${hex(start)}, +${hex(length)}) must be page aligned and inside the address space`,
+    );
+  }
+  const subs = MmuNotifierSubscriptions.of(mm);
+  const sub = new MmuIntervalNotifier(mm, start, start + length, ops, 0);
+  subs.insert(sub);
+  return sub;
+}
+
+/**
+ * Removes a subscription (`mmu_interval_notifier_remove`). Waits for a running invalidation; once it
+ * returns, no callback of `sub` runs again. EINVAL if removed twice. Must not be called from the
+ * subscription's own invalidate callback (it would wait for itself).
+ */
+export async function mmuIntervalNotifierRemove(sub: MmuIntervalNotifier): Promise<void> {
+  await MmuNotifierSubscriptions.of(sub.mm).remove(sub);
+}
+
+/**
+ * Starts a read section (`mmu_interval_read_begin`): returns the sequence to pass to
+ * {@link mmuIntervalReadRetry}, first sleeping until a running invalidation of this interval ends.
+ */
+export async function mmuIntervalReadBegin(sub: MmuIntervalNotifier): Promise<number> {
+  const subs = MmuNotifierSubscriptions.of(sub.mm);
+  const seq = sub.invalidateSeq;
+  if (seq === subs.invalidateSeq) {
+    await subs.wq.waitUntil(() => subs.invalidateSeq !== seq, 'mmu_interval_read_begin');
+  }
+  return seq;
+}
+
+/**
+ * True if an invalidation hit the interval since {@link mmuIntervalReadBegin} returned `seq`
+ * (`mmu_interval_read_retry`). Call it under the driver lock that the invalidate callback takes.
+ */
+export function mmuIntervalReadRetry(sub: MmuIntervalNotifier, seq: number): boolean {
+  return sub.invalidateSeq !== seq;
+}
+
+/** Lockless hint of {@link mmuIntervalReadRetry} (`mmu_interval_check_retry`): may be stale. */
+export function mmuIntervalCheckRetry(sub: MmuIntervalNotifier, seq: number): boolean {
+  return sub.invalidateSeq !== seq;
+}
+
+/**
+ * Records the invalidation's sequence on the subscription (`mmu_interval_set_seq`). Call it from the
+ * invalidate callback, under the driver lock, with the `curSeq` it was given.
+ */
+export function mmuIntervalSetSeq(sub: MmuIntervalNotifier, curSeq: number): void {
+  if ((curSeq & 1) !== 1) {
+    throw new HmmError(
+      'EINVAL',
+      `mmu_interval_set_seq: ${curSeq} is not the odd sequence of a running invalidation`,
+    );
+  }
+  sub.invalidateSeq = curSeq;
+}

@@ -23,3 +23,9 @@ export {
   hmmPfnToMapOrder,
 } from './hmm-range-fault.js';
 export type { HmmRange } from './hmm-range-fault.js';
+export {
+  hmmRangeFaultLoop,
+  HMM_RANGE_DEFAULT_TIMEOUT_NS,
+  HMM_RANGE_MAX_RETRIES,
+} from './hmm-range-fault-loop.js';
+export type { HmmRangeFaultLoopArgs } from './hmm-range-fault-loop.js';

@@ -32,6 +32,9 @@ export const PIN = fromCostModel('gup.pinPerPageNs');
 export const UNPIN = fromCostModel('gup.unpinPerPageNs');
 
 /** Bytes of `struct page` per 4 KiB frame on x86-64 (64 B; DESIGN §7), before page tables. */
+/** hmm_range_fault on a present page (an estimate). */
+export const HMM_SNAPSHOT = fromCostModel('hmm.rangeFaultPerPresentPageNs');
+
 export const STRUCT_PAGE: Anchor = {
   value: 64,
   source: 'sizeof(struct page) = 64 on x86-64 (include/linux/mm_types.h); DESIGN §7',

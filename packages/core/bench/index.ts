@@ -12,6 +12,7 @@ import { benchCopy } from './copy.js';
 import { benchFaultIn } from './fault-in.js';
 import { dispose, populated } from './fixture.js';
 import { benchFork } from './fork.js';
+import { benchHmmSnapshot } from './hmm-snapshot.js';
 import { GiB, collect, fmtBytes, gcExposed, readRuns } from './harness.js';
 import type { BenchConfig } from './harness.js';
 import { benchMetadata } from './metadata.js';
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
   const fx = await populated({ ramBytes: 1.5 * GiB, swapBytes: 0, bytes: GiB });
   rows.push(...benchMetadata(cfg, fx));
   rows.push(...(await benchPin(cfg, fx)));
+  rows.push(...(await benchHmmSnapshot(cfg, fx)));
   rows.push(...(await benchFork(cfg, fx)));
   await dispose(fx);
   collect();
@@ -53,6 +55,7 @@ async function main(): Promise<void> {
     'host-first-touch',
     'pin',
     'unpin',
+    'hmm-snapshot',
     'fork',
     'reclaim',
     'metadata',

@@ -16,3 +16,4 @@ export * from './mm/index.js';
 export * from './hmm/index.js';
 export { Machine } from './system/machine.js';
 export type { MachineOptions, MemoryStats } from './system/machine.js';
+export * from './device/index.js';

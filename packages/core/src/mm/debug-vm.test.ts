@@ -1,19 +1,14 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { MapFlag, PAGE_SIZE, Prot } from './constants.js';
+import type { Machine } from '../system/machine.js';
 import { RssCounter } from './mm-struct.js';
 import { PG } from './page-flags.js';
 import { Pte } from './pgtable.js';
 import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
+import { ANON, P, RW, setup } from '../testing/fixtures.js';
 
 /** A machine with exclusive, fork-shared and swapped anon pages, all consistent. */
 async function busy(): Promise<{ m: Machine; p: Process; pfn: number; sharedSlot: number }> {
-  const m = new Machine({ ramBytes: 32 * P, swapBytes: 64 * P });
-  const p = m.createProcess();
+  const { m, p } = setup({ ramPages: 32, swapPages: 64 });
   const a = await p.mmap({ length: 8 * P, prot: RW, flags: ANON });
   await p.fill(a, 8 * P, 1);
   await m.reclaim(2);
@@ -76,8 +71,7 @@ describe('checkMmInvariants', () => {
   });
 
   it('detects a PTE mapping a free frame', async () => {
-    const m = new Machine({ ramBytes: 32 * P, swapBytes: 0 });
-    const p = m.createProcess();
+    const { m, p } = setup({ ramPages: 32, swapPages: 0 });
     const a = await p.mmap({ length: P, prot: RW, flags: ANON });
     await p.fill(a, P, 1);
     const s = p.mm.pgtable.lookup(a / P);

@@ -1,18 +1,10 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { Foll, MapFlag, PAGE_SIZE, Prot } from './constants.js';
+import type { Machine } from '../system/machine.js';
+import { Foll, MapFlag, Prot } from './constants.js';
 import { PG } from './page-flags.js';
 import { Pte } from './pgtable.js';
 import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: 64 * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
+import { ANON, P, recordHooks, RW, setup } from '../testing/fixtures.js';
 
 function ptePfn(m: Machine, p: Process, addr: number): number {
   const slot = p.mm.pgtable.lookup(addr / P);
@@ -188,8 +180,7 @@ describe('fork', () => {
   });
 
   it('swapped-out pages are shared through the swap slot and read back by both', async () => {
-    const m = new Machine({ ramBytes: 16 * P, swapBytes: 64 * P });
-    const p = m.createProcess();
+    const { m, p } = setup({ ramPages: 16, swapPages: 64 });
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     for (let i = 0; i < 4; i++) await p.writeU32(a + i * P, 40 + i);
     await m.reclaim(64);
@@ -208,18 +199,12 @@ describe('fork', () => {
 
   it('fork fires PROTECTION_PAGE on the parent only for touched private ranges', async () => {
     const { m, p } = setup();
-    const events: number[] = [];
     const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
     await p.mmap({ length: 2 * P, prot: RW, flags: MapFlag.SHARED | MapFlag.ANONYMOUS });
     await p.fill(a, 2 * P, 1);
-    p.mm.notifier = {
-      invalidateRangeStart: (r) => void events.push(r.event),
-      invalidateRangeStartNonblock: () => true,
-      invalidateRangeEnd: () => undefined,
-      release: () => undefined,
-    };
+    const rec = recordHooks(p);
     await p.fork();
-    expect(events).toEqual([3]); // NotifyEvent.PROTECTION_PAGE
+    expect(rec.starts.map((r) => r.event)).toEqual([3]); // NotifyEvent.PROTECTION_PAGE
     m.checkInvariants();
   });
 

@@ -1,31 +1,9 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { Foll, MapFlag, PAGE_SIZE, Prot, TASK_SIZE } from './constants.js';
+import { Foll, MapFlag, Prot, TASK_SIZE } from './constants.js';
 import { PG } from './page-flags.js';
 import { Pte } from './pgtable.js';
 import { ZERO_PFN } from './physmem.js';
-import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: 64 * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
-
-function totalPins(m: Machine): number {
-  return m.mm.mem.pincount.reduce((s, x) => s + x, 0);
-}
-
-function totalRefs(m: Machine): number {
-  return m.mm.mem.refcount.reduce((s, x) => s + x, 0);
-}
-
-function ptePfn(m: Machine, p: Process, addr: number): number {
-  return m.mm.arena.pteVal[p.mm.pgtable.lookup(addr / P)]!;
-}
+import { ANON, P, pfnAt, RW, setup, totalPins, totalRefs } from '../testing/fixtures.js';
 
 describe('pin_user_pages / unpin_user_pages', () => {
   it('pins fault pages in, count pins and references, and unpinning releases them', async () => {
@@ -38,7 +16,7 @@ describe('pin_user_pages / unpin_user_pages', () => {
     const mem = m.mm.mem;
     for (let i = 0; i < 4; i++) {
       const pfn = pins[i]!;
-      expect(ptePfn(m, p, a + i * P)).toBe(pfn);
+      expect(pfnAt(m, p, a + i * P)).toBe(pfn);
       expect(mem.pincount[pfn]).toBe(1);
       expect(mem.refcount[pfn]).toBe(2); // mapping + pin
       expect(mem.flags[pfn]! & PG.ANON_EXCLUSIVE).toBe(PG.ANON_EXCLUSIVE);
@@ -70,15 +48,15 @@ describe('pin_user_pages / unpin_user_pages', () => {
     const { m, p } = setup();
     const a = await p.mmap({ length: P, prot: RW, flags: ANON });
     await p.read(a, 1); // zero page mapped
-    expect(ptePfn(m, p, a)).toBe(ZERO_PFN);
+    expect(pfnAt(m, p, a)).toBe(ZERO_PFN);
     const [pfn] = await p.pinUserPages(a, 1, Foll.LONGTERM);
     expect(pfn).not.toBe(ZERO_PFN);
-    expect(ptePfn(m, p, a)).toBe(pfn);
+    expect(pfnAt(m, p, a)).toBe(pfn);
     expect(m.mm.mem.flags[pfn!]! & PG.ANON_EXCLUSIVE).toBe(PG.ANON_EXCLUSIVE);
     m.checkInvariants();
     // A later CPU write reuses the pinned page.
     await p.writeU32(a, 5);
-    expect(ptePfn(m, p, a)).toBe(pfn);
+    expect(pfnAt(m, p, a)).toBe(pfn);
     p.unpinUserPages([pfn!]);
     m.checkInvariants();
   });
@@ -291,10 +269,10 @@ describe('get_user_pages / put_user_pages', () => {
     const a = await p.mmap({ length: P, prot: RW, flags: ANON });
     await p.writeU32(a, 10);
     const c = await p.fork();
-    const shared = ptePfn(m, c, a);
+    const shared = pfnAt(m, c, a);
     const [pfn] = await p.getUserPages(a, 1, Foll.WRITE);
     expect(pfn).not.toBe(shared);
-    expect(ptePfn(m, p, a)).toBe(pfn);
+    expect(pfnAt(m, p, a)).toBe(pfn);
     expect(m.mm.arena.pteFlags[p.mm.pgtable.lookup(a / P)]! & Pte.WRITE).toBe(Pte.WRITE);
     p.putUserPages([pfn!]);
     m.checkInvariants();

@@ -1,23 +1,9 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { Madv, MapFlag, PAGE_SIZE, Prot } from './constants.js';
+import { Madv, MapFlag, Prot } from './constants.js';
 import type { MadvAdvice } from './constants.js';
 import { LruList } from './lru.js';
 import { PG } from './page-flags.js';
-import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(ramPages = 64): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: ramPages * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
-
-function pfnAt(m: Machine, p: Process, addr: number): number {
-  return m.mm.arena.pteVal[p.mm.pgtable.lookup(addr / P)]!;
-}
+import { ANON, P, pfnAt, RW, setup } from '../testing/fixtures.js';
 
 describe('madvise(MADV_DONTNEED)', () => {
   it('private anonymous memory reads zeros afterwards and its frames are freed', async () => {
@@ -68,7 +54,7 @@ describe('madvise(MADV_DONTNEED)', () => {
   });
 
   it('swapped-out pages are dropped too', async () => {
-    const { m, p } = setup(16);
+    const { m, p } = setup({ ramPages: 16 });
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.fill(a, 4 * P, 5);
     await m.reclaim(64);
@@ -116,7 +102,7 @@ describe('madvise(MADV_FREE)', () => {
   });
 
   it('drops swapped-out pages in the range at once', async () => {
-    const { m, p } = setup(16);
+    const { m, p } = setup({ ramPages: 16 });
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.fill(a, 4 * P, 0x42);
     await m.reclaim(64);

@@ -1,30 +1,9 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import {
-  MMAP_BASE,
-  MMAP_MIN_ADDR,
-  Madv,
-  MapFlag,
-  MremapFlag,
-  PAGE_SIZE,
-  Prot,
-  TASK_SIZE,
-} from './constants.js';
+import type { Machine } from '../system/machine.js';
+import { MMAP_BASE, MMAP_MIN_ADDR, Madv, MapFlag, MremapFlag, Prot, TASK_SIZE } from './constants.js';
 import type { MmapArgs } from './mmap.js';
 import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: 64 * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
-
-function layout(p: Process): [number, number][] {
-  return p.mm.vmas.all().map((v) => [v.start, v.end]);
-}
+import { ANON, layout, P, RW, setup } from '../testing/fixtures.js';
 
 describe('mmap', () => {
   it('maps anonymous memory top-down below MMAP_BASE, rounding the length up to pages', async () => {

@@ -1,69 +1,23 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { Madv, MapFlag, MremapFlag, PAGE_SIZE, Prot } from './constants.js';
-import type { MmStruct } from './mm-struct.js';
-import type { MmuNotifierHooks, MmuNotifierRange, NotifyEventId } from './mmu-notifier-hooks.js';
+import type { Machine } from '../system/machine.js';
+import { Madv, MapFlag, MremapFlag, Prot } from './constants.js';
+import type { NotifyEventId } from './mmu-notifier-hooks.js';
 import { NOTIFY_EVENT_NAMES, NotifyEvent } from './mmu-notifier-hooks.js';
 import type { Process } from './process.js';
+import type { HookRecorder } from '../testing/fixtures.js';
+import { ANON, P, RW, recordHooks, setup } from '../testing/fixtures.js';
 
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-/** Records hook calls and checks that every start is ended exactly once, before the next start. */
-class Recorder implements MmuNotifierHooks {
-  readonly starts: MmuNotifierRange[] = [];
-  readonly ends: MmuNotifierRange[] = [];
-  readonly released: MmStruct[] = [];
-  private open: MmuNotifierRange[] = [];
-
-  invalidateRangeStart(range: MmuNotifierRange): void {
-    this.starts.push(range);
-    this.open.push(range);
-  }
-  invalidateRangeStartNonblock(range: MmuNotifierRange): boolean {
-    this.invalidateRangeStart(range);
-    return true;
-  }
-  invalidateRangeEnd(range: MmuNotifierRange): void {
-    const i = this.open.indexOf(range);
-    if (i < 0) throw new Error(`end without start: ${JSON.stringify([range.start, range.end, range.event])}`);
-    this.open.splice(i, 1);
-    this.ends.push(range);
-  }
-  release(mm: MmStruct): void {
-    this.released.push(mm);
-  }
-
-  /** (event, start, end) of the starts since the last take, checking they were all ended. */
-  take(): [string, number, number][] {
-    expect(this.open).toEqual([]);
-    expect(this.ends.length).toBe(this.starts.length);
-    for (const r of this.starts) expect(r.blockable).toBe(true);
-    const out = this.starts.map((r): [string, number, number] => [
-      NOTIFY_EVENT_NAMES[r.event]!,
-      r.start,
-      r.end,
-    ]);
-    this.starts.length = 0;
-    this.ends.length = 0;
-    return out;
-  }
-}
-
-async function setup(): Promise<{ m: Machine; p: Process; rec: Recorder }> {
-  const m = new Machine({ ramBytes: 64 * P, swapBytes: 256 * P });
-  const p = m.createProcess();
-  const rec = new Recorder();
-  p.mm.notifier = rec;
-  return { m, p, rec };
+/** {@link setup} with a {@link HookRecorder} subscribed to the process. */
+function setupRecorded(): { m: Machine; p: Process; rec: HookRecorder } {
+  const { m, p } = setup();
+  return { m, p, rec: recordHooks(p) };
 }
 
 const ev = (e: NotifyEventId): string => NOTIFY_EVENT_NAMES[e]!;
 
 describe('MMU notifier hook points', () => {
   it('faults that only add entries fire nothing', async () => {
-    const { m, p, rec } = await setup();
+    const { m, p, rec } = setupRecorded();
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.read(a, P);
     await p.fill(a + P, 2 * P, 1);
@@ -75,7 +29,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('munmap fires UNMAP over the range; unmapping a hole fires nothing', async () => {
-    const { p, rec } = await setup();
+    const { p, rec } = setupRecorded();
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.munmap(a + P, 2 * P);
     expect(rec.take()).toEqual([[ev(NotifyEvent.UNMAP), a + P, a + 3 * P]]);
@@ -84,14 +38,14 @@ describe('MMU notifier hook points', () => {
   });
 
   it('MAP_FIXED over an existing mapping fires UNMAP', async () => {
-    const { p, rec } = await setup();
+    const { p, rec } = setupRecorded();
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.mmap({ addr: a, length: 2 * P, prot: Prot.READ, flags: ANON | MapFlag.FIXED });
     expect(rec.take()).toEqual([[ev(NotifyEvent.UNMAP), a, a + 2 * P]]);
   });
 
   it('mremap fires UNMAP on the old range when moving and on the tail when shrinking', async () => {
-    const { p, rec } = await setup();
+    const { p, rec } = setupRecorded();
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.fill(a, 4 * P, 1);
     await p.mremap(a, 4 * P, 2 * P);
@@ -102,7 +56,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('MADV_DONTNEED and MADV_FREE fire CLEAR', async () => {
-    const { p, rec } = await setup();
+    const { p, rec } = setupRecorded();
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.fill(a, 4 * P, 1);
     await p.madvise(a, 2 * P, Madv.DONTNEED);
@@ -112,7 +66,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('a copy-on-write fault fires CLEAR on the one page, after fork and from the zero page', async () => {
-    const { p, rec } = await setup();
+    const { p, rec } = setupRecorded();
     const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
     await p.read(a + P, 1);
     await p.fill(a + P, 1, 1);
@@ -129,7 +83,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('a private write to a file page fires CLEAR when it replaces a mapped cache page', async () => {
-    const { m, p, rec } = await setup();
+    const { m, p, rec } = setupRecorded();
     const f = await m.createFile('f', new Uint8Array(P).fill(1));
     const a = await p.mmap({ length: P, prot: RW, flags: MapFlag.PRIVATE, file: f });
     await p.read(a, 1);
@@ -138,7 +92,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('mprotect fires PROTECTION_VMA only when it removes a permission', async () => {
-    const { p, rec } = await setup();
+    const { p, rec } = setupRecorded();
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.fill(a, 4 * P, 1);
     await p.mprotect(a + P, 2 * P, Prot.READ);
@@ -152,7 +106,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('fork fires PROTECTION_PAGE on the parent for each private mapping with entries', async () => {
-    const { p, rec } = await setup();
+    const { p, rec } = setupRecorded();
     const a = await p.mmap({ addr: 0x1000_0000, length: 2 * P, prot: RW, flags: ANON | MapFlag.FIXED });
     const b = await p.mmap({ addr: 0x2000_0000, length: 2 * P, prot: RW, flags: ANON | MapFlag.FIXED });
     await p.mmap({ addr: 0x3000_0000, length: 2 * P, prot: RW, flags: ANON | MapFlag.FIXED }); // untouched
@@ -166,7 +120,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('truncate and reclaim fire CLEAR', async () => {
-    const { m, p, rec } = await setup();
+    const { m, p, rec } = setupRecorded();
     const f = await m.createFile('f', new Uint8Array(2 * P).fill(1));
     const a = await p.mmap({ length: 2 * P, prot: Prot.READ, flags: MapFlag.SHARED, file: f });
     await p.read(a, 2 * P);
@@ -177,7 +131,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('exit calls release once and no invalidation', async () => {
-    const { p, rec } = await setup();
+    const { p, rec } = setupRecorded();
     const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
     await p.fill(a, 2 * P, 1);
     const mm = p.mm;
@@ -187,7 +141,7 @@ describe('MMU notifier hook points', () => {
   });
 
   it('with no hooks installed every operation still works', async () => {
-    const { m, p } = await setup();
+    const { m, p } = setupRecorded();
     p.mm.notifier = null;
     const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
     await p.fill(a, 2 * P, 1);

@@ -1,17 +1,8 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { MapFlag, PAGE_SIZE, Prot, TASK_SIZE } from './constants.js';
+import { MapFlag, Prot, TASK_SIZE } from './constants.js';
 import { Pte } from './pgtable.js';
 import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: 64 * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
+import { ANON, P, RW, setup } from '../testing/fixtures.js';
 
 function snapshot(p: Process): [number, number, number][] {
   return p.mm.vmas.all().map((v) => [v.start, v.end, v.flags]);

@@ -1,20 +1,8 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { MapFlag, MremapFlag, PAGE_SIZE, Prot } from './constants.js';
+import type { Machine } from '../system/machine.js';
+import { MapFlag, MremapFlag, Prot } from './constants.js';
 import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: 64 * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
-
-function layout(p: Process): [number, number][] {
-  return p.mm.vmas.all().map((v) => [v.start, v.end]);
-}
+import { ANON, layout, P, RW, setup } from '../testing/fixtures.js';
 
 async function fillPages(p: Process, a: number, n: number, base = 1): Promise<void> {
   for (let i = 0; i < n; i++) await p.writeU32(a + i * P, base + i);
@@ -177,8 +165,7 @@ describe('mremap', () => {
   });
 
   it('moves swap entries with the mapping', async () => {
-    const m = new Machine({ ramBytes: 16 * P, swapBytes: 64 * P });
-    const p = m.createProcess();
+    const { m, p } = setup({ ramPages: 16, swapPages: 64 });
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await fillPages(p, a, 4, 20);
     await m.reclaim(100);

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { PAGE_SIZE } from './constants.js';
 import { PAGES_PER_CHUNK, PageStore } from './page-store.js';
+import { expectBytes } from '../testing/fixtures.js';
 
 const CHUNK_BYTES = PAGES_PER_CHUNK * PAGE_SIZE;
 
@@ -8,12 +9,6 @@ function pattern(len: number, seed: number): Uint8Array {
   const b = new Uint8Array(len);
   for (let i = 0; i < len; i++) b[i] = (i * 31 + seed) & 0xff;
   return b;
-}
-
-/** Byte-exact comparison (vitest's deep equality is slow on 4 KiB arrays). */
-function expectBytes(actual: Uint8Array, expected: Uint8Array): void {
-  expect(actual.length).toBe(expected.length);
-  expect(Buffer.compare(actual, expected), 'byte contents differ').toBe(0);
 }
 
 function readPage(s: PageStore, i: number): Uint8Array {

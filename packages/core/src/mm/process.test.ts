@@ -1,17 +1,7 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { Foll, Madv, MapFlag, MremapFlag, PAGE_SIZE, Prot } from './constants.js';
-import type { MmStruct } from './mm-struct.js';
-import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(ramPages = 64): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: ramPages * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
+import type { Machine } from '../system/machine.js';
+import { Foll, Madv, MapFlag, MremapFlag, Prot } from './constants.js';
+import { ANON, P, recordHooks, RW, setup } from '../testing/fixtures.js';
 
 /** Frames held by the page caches of named files (they may outlive every process). */
 function cachedPages(m: Machine): number {
@@ -22,7 +12,7 @@ function cachedPages(m: Machine): number {
 
 describe('process exit', () => {
   it('returns every frame, swap slot and page table once all processes have exited', async () => {
-    const { m, p } = setup(16);
+    const { m, p } = setup({ ramPages: 16 });
     const f = await m.createFile('f', new Uint8Array(3 * P).fill(1));
     const a = await p.mmap({ length: 24 * P, prot: RW, flags: ANON });
     await p.fill(a, 24 * P, 0x31); // more than RAM: some is in swap
@@ -124,20 +114,15 @@ describe('process exit', () => {
     const { m, p } = setup();
     const a = await p.mmap({ length: P, prot: RW, flags: ANON });
     await p.fill(a, P, 1);
-    const released: MmStruct[] = [];
     let rssAtRelease = -1;
-    p.mm.notifier = {
-      invalidateRangeStart: () => undefined,
-      invalidateRangeStartNonblock: () => true,
-      invalidateRangeEnd: () => undefined,
-      release: (mm) => {
-        released.push(mm);
+    const rec = recordHooks(p, {
+      onRelease: (mm) => {
         rssAtRelease = mm.rssPages;
       },
-    };
+    });
     const mm = p.mm;
     await p.exit();
-    expect(released).toEqual([mm]);
+    expect(rec.released).toEqual([mm]);
     expect(rssAtRelease).toBe(1);
     expect(mm.state).toBe('dead');
     expect(m.stats().usedPages).toBe(0);

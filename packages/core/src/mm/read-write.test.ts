@@ -1,20 +1,7 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { MapFlag, PAGE_SIZE, Prot } from './constants.js';
+import { MapFlag, Prot } from './constants.js';
 import { PG } from './page-flags.js';
-
-/** Byte-exact comparison (vitest's deep equality is slow on page-sized arrays). */
-function expectBytes(actual: Uint8Array, expected: Uint8Array): void {
-  expect(actual.length).toBe(expected.length);
-  expect(Buffer.compare(actual, expected), 'byte contents differ').toBe(0);
-}
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-
-function machine(): Machine {
-  return new Machine({ ramBytes: 64 * P, swapBytes: 64 * P });
-}
+import { expectBytes, machine, P, RW } from '../testing/fixtures.js';
 
 function pattern(n: number, seed: number): Uint8Array {
   const b = new Uint8Array(n);
@@ -24,7 +11,7 @@ function pattern(n: number, seed: number): Uint8Array {
 
 describe('pread / pwrite', () => {
   it('round-trips data across page boundaries', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const f = await m.createFile('f');
     expect(f.size).toBe(0);
     const data = pattern(3 * P + 123, 5);
@@ -40,7 +27,7 @@ describe('pread / pwrite', () => {
   });
 
   it('a read at or past EOF is short', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const f = await m.createFile('f', pattern(P + 10, 1));
     expect((await m.readFile(f, P, 100)).length).toBe(10);
     expect((await m.readFile(f, P + 10, 100)).length).toBe(0);
@@ -49,7 +36,7 @@ describe('pread / pwrite', () => {
   });
 
   it('a write past EOF extends the file; the gap reads zeros', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const f = await m.createFile('f', pattern(10, 1));
     await m.writeFile(f, 3 * P + 5, new Uint8Array([9, 9]));
     expect(f.size).toBe(3 * P + 7);
@@ -63,7 +50,7 @@ describe('pread / pwrite', () => {
   });
 
   it('written pages are dirty in the cache and survive reclaim via write-back', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const data = pattern(2 * P, 3);
     const f = await m.createFile('f', data);
     const pfn = f.pageCache.get(0)!;
@@ -77,7 +64,7 @@ describe('pread / pwrite', () => {
   });
 
   it('pwrite is visible through shared mappings and through private mappings not yet written', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const f = await m.createFile('f', new Uint8Array(2 * P));
     const p = m.createProcess();
     const shared = await p.mmap({ length: 2 * P, prot: Prot.READ, flags: MapFlag.SHARED, file: f });
@@ -95,7 +82,7 @@ describe('pread / pwrite', () => {
   });
 
   it('invalid offsets or lengths are EINVAL', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const f = await m.createFile('f', pattern(10, 1));
     await expect(m.readFile(f, -1, 1)).rejects.toMatchObject({ code: 'EINVAL' });
     await expect(m.readFile(f, 0, -1)).rejects.toMatchObject({ code: 'EINVAL' });
@@ -105,7 +92,7 @@ describe('pread / pwrite', () => {
   });
 
   it('works under memory pressure with a file larger than RAM', async () => {
-    const m = new Machine({ ramBytes: 16 * P, swapBytes: 16 * P });
+    const m = machine({ ramPages: 16, swapPages: 16 });
     const data = pattern(40 * P, 7);
     const f = await m.createFile('big', data);
     expect(m.stats().usedPages).toBeLessThanOrEqual(15);
@@ -117,7 +104,7 @@ describe('pread / pwrite', () => {
 
 describe('file store', () => {
   it('create rejects duplicates and empty names; unlink keeps a mapped file alive', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const f = await m.createFile('x', pattern(P, 1));
     await expect(m.createFile('x')).rejects.toMatchObject({ code: 'EEXIST' });
     await expect(m.createFile('')).rejects.toMatchObject({ code: 'ENOENT' });

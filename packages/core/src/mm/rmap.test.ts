@@ -1,20 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { MapFlag, MremapFlag, PAGE_SIZE, Prot } from './constants.js';
-import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(ramPages = 64): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: ramPages * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
-
-function pfnAt(m: Machine, p: Process, addr: number): number {
-  return m.mm.arena.pteVal[p.mm.pgtable.lookup(addr / P)]!;
-}
+import { MapFlag, MremapFlag, Prot } from './constants.js';
+import { ANON, P, pfnAt, RW, setup } from '../testing/fixtures.js';
 
 function sorted(xs: { mm: number; address: number }[]): { mm: number; address: number }[] {
   return [...xs].sort((x, y) => x.mm - y.mm || x.address - y.address);
@@ -43,7 +29,7 @@ describe('reverse map', () => {
   });
 
   it('follows pages moved by mremap, including pages shared with a fork child', async () => {
-    const { m, p } = setup(16);
+    const { m, p } = setup({ ramPages: 16 });
     const a = await p.mmap({ length: 3 * P, prot: RW, flags: ANON });
     for (let i = 0; i < 3; i++) await p.writeU32(a + i * P, 10 + i);
     const c = await p.fork();

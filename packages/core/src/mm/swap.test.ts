@@ -2,12 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { PAGE_SIZE } from './constants.js';
 import { PhysMem } from './physmem.js';
 import { SwapSpace } from './swap.js';
-
-/** Byte-exact comparison (vitest's deep equality is slow on page-sized arrays). */
-function expectBytes(actual: Uint8Array, expected: Uint8Array): void {
-  expect(actual.length).toBe(expected.length);
-  expect(Buffer.compare(actual, expected), 'byte contents differ').toBe(0);
-}
+import { expectBytes } from '../testing/fixtures.js';
 
 describe('SwapSpace', () => {
   it('has one reserved header slot and rejects unaligned sizes', () => {

@@ -1,17 +1,7 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { MapFlag, PAGE_SIZE, Prot } from './constants.js';
-import type { MmuNotifierRange } from './mmu-notifier-hooks.js';
+import { MapFlag, Prot } from './constants.js';
 import { NotifyEvent } from './mmu-notifier-hooks.js';
-import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-
-function setup(): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: 64 * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
+import { P, recordHooks, RW, setup } from '../testing/fixtures.js';
 
 function bytes(n: number, v: number): Uint8Array {
   return new Uint8Array(n).fill(v);
@@ -121,22 +111,15 @@ describe('truncate', () => {
     const a = await p.mmap({ length: 4 * P, prot: Prot.READ, flags: MapFlag.SHARED, file: f });
     const b = await p.mmap({ length: 2 * P, prot: Prot.READ, flags: MapFlag.SHARED, file: f, offset: 2 * P });
     const c = await p.mmap({ length: P, prot: Prot.READ, flags: MapFlag.SHARED, file: f });
-    const starts: MmuNotifierRange[] = [];
-    let ends = 0;
-    p.mm.notifier = {
-      invalidateRangeStart: (r) => void starts.push(r),
-      invalidateRangeStartNonblock: () => true,
-      invalidateRangeEnd: () => void ends++,
-      release: () => undefined,
-    };
+    const rec = recordHooks(p);
     await m.truncate(f, P + 1);
-    const got = starts.map((r) => [r.start, r.end, r.event]).sort((x, y) => x[0]! - y[0]!);
+    const got = rec.starts.map((r) => [r.start, r.end, r.event]).sort((x, y) => x[0]! - y[0]!);
     const want = [
       [a + 2 * P, a + 4 * P, NotifyEvent.CLEAR],
       [b, b + 2 * P, NotifyEvent.CLEAR],
     ].sort((x, y) => x[0]! - y[0]!);
     expect(got).toEqual(want);
-    expect(ends).toBe(starts.length);
+    expect(rec.ends.length).toBe(rec.starts.length);
     expect(c).toBeGreaterThan(0); // the one-page mapping was not touched
   });
 });

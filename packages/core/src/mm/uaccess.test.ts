@@ -1,25 +1,11 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { MMAP_MIN_ADDR, MapFlag, PAGE_SIZE, Prot, TASK_SIZE } from './constants.js';
+import type { Machine } from '../system/machine.js';
+import { MMAP_MIN_ADDR, MapFlag, Prot, TASK_SIZE } from './constants.js';
 import { RssCounter } from './mm-struct.js';
 import { Pte } from './pgtable.js';
 import type { Process } from './process.js';
 import { ZERO_PFN } from './physmem.js';
-
-/** Byte-exact comparison (vitest's deep equality is slow on page-sized arrays). */
-function expectBytes(actual: Uint8Array, expected: Uint8Array): void {
-  expect(actual.length).toBe(expected.length);
-  expect(Buffer.compare(actual, expected), 'byte contents differ').toBe(0);
-}
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function setup(): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: 64 * P, swapBytes: 256 * P });
-  return { m, p: m.createProcess() };
-}
+import { ANON, expectBytes, P, RW, setup } from '../testing/fixtures.js';
 
 /** The PTE (flags, value) mapping `addr` in `p`, or null. */
 function pte(m: Machine, p: Process, addr: number): { flags: number; val: number } | null {

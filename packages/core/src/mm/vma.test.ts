@@ -1,24 +1,12 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { MapFlag, PAGE_SIZE, Prot, VmFlag } from './constants.js';
-import type { MmStruct } from './mm-struct.js';
+import { MapFlag, Prot, VmFlag } from './constants.js';
 import { Vma, VmaTree } from './vma.js';
+import { ANON, layout, machine, P, RW } from '../testing/fixtures.js';
 
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
 const VM_RW = VmFlag.READ | VmFlag.WRITE | VmFlag.MAYREAD | VmFlag.MAYWRITE | VmFlag.MAYEXEC;
 
-function machine(): Machine {
-  return new Machine({ ramBytes: 64 * P, swapBytes: 64 * P });
-}
-
-function layout(mm: MmStruct): [number, number][] {
-  return mm.vmas.all().map((v) => [v.start, v.end]);
-}
-
 describe('VmaTree', () => {
-  const m = machine();
+  const m = machine({ swapPages: 64 });
   const mm = m.createProcess().mm;
   const mk = (s: number, e: number): Vma => new Vma(mm, s * P, e * P, VM_RW, null, s);
 
@@ -107,13 +95,13 @@ describe('VmaTree', () => {
 
 describe('VMA split and merge through mmap and mprotect', () => {
   it('adjacent compatible anonymous mappings merge into one VMA', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const p = m.createProcess();
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     const b = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     expect(b).toBe(a - 4 * P); // top-down, directly below
     expect(p.mm.vmas.count).toBe(1);
-    expect(layout(p.mm)).toEqual([[b, a + 4 * P]]);
+    expect(layout(p)).toEqual([[b, a + 4 * P]]);
     // A mapping with different protection next to it does not merge.
     const c = await p.mmap({ length: 2 * P, prot: Prot.READ, flags: ANON });
     expect(c).toBe(b - 2 * P);
@@ -122,7 +110,7 @@ describe('VMA split and merge through mmap and mprotect', () => {
     const hi = await p.mmap({ addr: a + 16 * P, length: 2 * P, prot: RW, flags: ANON | MapFlag.FIXED });
     expect(p.mm.vmas.count).toBe(3);
     await p.mmap({ addr: a + 4 * P, length: 12 * P, prot: RW, flags: ANON | MapFlag.FIXED });
-    expect(layout(p.mm)).toEqual([
+    expect(layout(p)).toEqual([
       [c, b],
       [b, hi + 2 * P],
     ]);
@@ -130,12 +118,12 @@ describe('VMA split and merge through mmap and mprotect', () => {
   });
 
   it('mprotect of the middle splits into 3 and restoring merges back to 1', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const p = m.createProcess();
     const a = await p.mmap({ length: 8 * P, prot: RW, flags: ANON });
     await p.fill(a, 8 * P, 0x11);
     await p.mprotect(a + 2 * P, 3 * P, Prot.READ);
-    expect(layout(p.mm)).toEqual([
+    expect(layout(p)).toEqual([
       [a, a + 2 * P],
       [a + 2 * P, a + 5 * P],
       [a + 5 * P, a + 8 * P],
@@ -146,18 +134,18 @@ describe('VMA split and merge through mmap and mprotect', () => {
     expect(vmas.map((v) => v.pgoff)).toEqual([a / P, a / P + 2, a / P + 5]);
     m.checkInvariants();
     await p.mprotect(a + 2 * P, 3 * P, RW);
-    expect(layout(p.mm)).toEqual([[a, a + 8 * P]]);
+    expect(layout(p)).toEqual([[a, a + 8 * P]]);
     expect(p.mm.vmas.all()[0]!.pgoff).toBe(a / P);
     expect(Array.from(await p.read(a, 8 * P)).every((x) => x === 0x11)).toBe(true);
     m.checkInvariants();
   });
 
   it('mprotect of a prefix or suffix splits into 2', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const p = m.createProcess();
     const a = await p.mmap({ length: 6 * P, prot: RW, flags: ANON });
     await p.mprotect(a, 2 * P, Prot.READ);
-    expect(layout(p.mm)).toEqual([
+    expect(layout(p)).toEqual([
       [a, a + 2 * P],
       [a + 2 * P, a + 6 * P],
     ]);
@@ -165,11 +153,11 @@ describe('VMA split and merge through mmap and mprotect', () => {
     expect(p.mm.vmas.count).toBe(3);
     // Making everything read-only merges all three.
     await p.mprotect(a, 6 * P, Prot.READ);
-    expect(layout(p.mm)).toEqual([[a, a + 6 * P]]);
+    expect(layout(p)).toEqual([[a, a + 6 * P]]);
   });
 
   it('file mappings merge only when their file offsets are contiguous', async () => {
-    const m = machine();
+    const m = machine({ swapPages: 64 });
     const p = m.createProcess();
     const f = await m.createFile('f', new Uint8Array(16 * P));
     const base = 0x4000_0000;

@@ -1,20 +1,11 @@
 import { describe, it, expect } from 'vitest';
-import { Machine } from '../system/machine.js';
-import { Foll, MapFlag, PAGE_SIZE, Prot } from './constants.js';
-import type { MmuNotifierHooks, MmuNotifierRange } from './mmu-notifier-hooks.js';
+import type { Machine } from '../system/machine.js';
+import { Foll, MapFlag, Prot } from './constants.js';
 import { NotifyEvent } from './mmu-notifier-hooks.js';
 import { RssCounter } from './mm-struct.js';
 import { Pte, PteType, pteType } from './pgtable.js';
 import type { Process } from './process.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-
-function small(ramPages = 16, swapPages = 64): { m: Machine; p: Process } {
-  const m = new Machine({ ramBytes: ramPages * P, swapBytes: swapPages * P });
-  return { m, p: m.createProcess() };
-}
+import { ANON, P, recordHooks, RW, setup } from '../testing/fixtures.js';
 
 function pteOf(m: Machine, p: Process, addr: number): { flags: number; val: number } {
   const slot = p.mm.pgtable.lookup(addr / P);
@@ -29,7 +20,7 @@ function isSwapEntry(flags: number): boolean {
 
 describe('reclaim and swap', () => {
   it('writing more pages than RAM swaps out and back in with correct data', async () => {
-    const { m, p } = small(16, 64);
+    const { m, p } = setup({ ramPages: 16, swapPages: 64 });
     const n = 40;
     const a = await p.mmap({ length: n * P, prot: RW, flags: ANON });
     for (let i = 0; i < n; i++) {
@@ -53,7 +44,7 @@ describe('reclaim and swap', () => {
   });
 
   it('reclaim returns how many frames it freed and leaves swap entries behind', async () => {
-    const { m, p } = small(32, 64);
+    const { m, p } = setup({ ramPages: 32, swapPages: 64 });
     const a = await p.mmap({ length: 8 * P, prot: RW, flags: ANON });
     await p.fill(a, 8 * P, 0x99);
     expect(await m.reclaim(3)).toBe(3);
@@ -71,7 +62,7 @@ describe('reclaim and swap', () => {
   });
 
   it('pinned pages are never reclaimed: same frame stays mapped', async () => {
-    const { m, p } = small(16, 64);
+    const { m, p } = setup({ ramPages: 16, swapPages: 64 });
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     await p.fill(a, 4 * P, 0x10);
     const pins = await p.pinUserPages(a, 2, Foll.WRITE | Foll.LONGTERM);
@@ -98,7 +89,7 @@ describe('reclaim and swap', () => {
   });
 
   it('GUP-referenced pages are not reclaimed until putUserPages', async () => {
-    const { m, p } = small(16, 64);
+    const { m, p } = setup({ ramPages: 16, swapPages: 64 });
     const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
     await p.fill(a, 2 * P, 0x20);
     const refs = await p.getUserPages(a, 2);
@@ -117,7 +108,7 @@ describe('reclaim and swap', () => {
   });
 
   it('RAM and swap full: the next fault fails with ENOMEM and the state stays consistent', async () => {
-    const { m, p } = small(16, 4);
+    const { m, p } = setup({ ramPages: 16, swapPages: 4 });
     const a = await p.mmap({ length: 32 * P, prot: RW, flags: ANON });
     let written = 0;
     let err: unknown;
@@ -148,7 +139,7 @@ describe('reclaim and swap', () => {
   });
 
   it('dirty file pages written through a shared mapping are written back on reclaim', async () => {
-    const { m, p } = small(32, 64);
+    const { m, p } = setup({ ramPages: 32, swapPages: 64 });
     const f = await m.createFile('log', new Uint8Array(3 * P));
     const a = await p.mmap({ length: 3 * P, prot: RW, flags: MapFlag.SHARED, file: f });
     await p.fill(a, 3 * P, 0xd1);
@@ -166,7 +157,7 @@ describe('reclaim and swap', () => {
   });
 
   it('clean file pages are dropped without write-back', async () => {
-    const { m, p } = small(32, 64);
+    const { m, p } = setup({ ramPages: 32, swapPages: 64 });
     const f = await m.createFile('ro', new Uint8Array(2 * P).fill(4));
     await m.reclaim(100); // writes back createFile's dirty cache
     const wb = m.stats().reclaim.writtenBack;
@@ -180,7 +171,7 @@ describe('reclaim and swap', () => {
   });
 
   it('shmem pages survive reclaim', async () => {
-    const { m, p } = small(16, 64);
+    const { m, p } = setup({ ramPages: 16, swapPages: 64 });
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: MapFlag.SHARED | MapFlag.ANONYMOUS });
     await p.fill(a, 4 * P, 0x5e);
     const c = await p.fork();
@@ -191,7 +182,7 @@ describe('reclaim and swap', () => {
   });
 
   it('pages shared by fork are swapped out of both processes at once', async () => {
-    const { m, p } = small(16, 64);
+    const { m, p } = setup({ ramPages: 16, swapPages: 64 });
     const a = await p.mmap({ length: P, prot: RW, flags: ANON });
     await p.writeU32(a, 31);
     const c = await p.fork();
@@ -207,30 +198,23 @@ describe('reclaim and swap', () => {
   });
 
   it('fires one CLEAR invalidation per unmapped page, paired with its end', async () => {
-    const { m, p } = small(32, 64);
+    const { m, p } = setup({ ramPages: 32, swapPages: 64 });
     const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
     await p.fill(a, 2 * P, 1);
-    const starts: MmuNotifierRange[] = [];
-    const ends: MmuNotifierRange[] = [];
-    p.mm.notifier = {
-      invalidateRangeStart: (r) => void starts.push(r),
-      invalidateRangeStartNonblock: () => true,
-      invalidateRangeEnd: (r) => void ends.push(r),
-      release: () => undefined,
-    };
+    const rec = recordHooks(p);
     expect(await m.reclaim(100)).toBe(2);
-    expect(starts.map((r) => [r.event, r.end - r.start, r.blockable])).toEqual([
+    expect(rec.starts.map((r) => [r.event, r.end - r.start, r.blockable])).toEqual([
       [NotifyEvent.CLEAR, P, true],
       [NotifyEvent.CLEAR, P, true],
     ]);
-    expect(starts.map((r) => r.start).sort()).toEqual([a, a + P]);
-    expect(ends).toEqual(starts);
+    expect(rec.starts.map((r) => r.start).sort()).toEqual([a, a + P]);
+    expect(rec.ends).toEqual(rec.starts);
   });
 });
 
 describe('oomReap', () => {
   it('zaps the private anonymous memory of a process; shared memory is kept', async () => {
-    const { m, p } = small(32, 64);
+    const { m, p } = setup({ ramPages: 32, swapPages: 64 });
     const a = await p.mmap({ length: 4 * P, prot: RW, flags: ANON });
     const s = await p.mmap({ length: P, prot: RW, flags: MapFlag.SHARED | MapFlag.ANONYMOUS });
     await p.fill(a, 4 * P, 0x77);
@@ -248,41 +232,28 @@ describe('oomReap', () => {
   });
 
   it('skips and returns false when a subscriber cannot invalidate without blocking', async () => {
-    const { m, p } = small(32, 64);
+    const { m, p } = setup({ ramPages: 32, swapPages: 64 });
     const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
     await p.fill(a, 2 * P, 0x66);
-    const nonblock: MmuNotifierRange[] = [];
-    let ends = 0;
-    const hooks: MmuNotifierHooks = {
-      invalidateRangeStart: () => undefined,
-      invalidateRangeStartNonblock: (r) => {
-        nonblock.push(r);
-        return false;
-      },
-      invalidateRangeEnd: () => void ends++,
-      release: () => undefined,
-    };
-    p.mm.notifier = hooks;
+    const rec = recordHooks(p);
+    rec.allowNonblock = false;
     expect(m.oomReap(p)).toBe(false);
-    expect(nonblock.map((r) => [r.start, r.end, r.event, r.blockable])).toEqual([
+    expect(rec.starts.map((r) => [r.start, r.end, r.event, r.blockable])).toEqual([
       [a, a + 2 * P, NotifyEvent.CLEAR, false],
     ]);
-    expect(ends).toBe(0);
+    expect(rec.ends.length).toBe(0);
     expect(m.stats().usedPages).toBe(2);
     expect((await p.read(a, 2 * P)).every((x) => x === 0x66)).toBe(true);
     // Once the subscriber agrees, the reap goes through and the end is paired.
-    hooks.invalidateRangeStartNonblock = (r) => {
-      nonblock.push(r);
-      return true;
-    };
+    rec.allowNonblock = true;
     expect(m.oomReap(p)).toBe(true);
-    expect(ends).toBe(1);
+    expect(rec.ends.length).toBe(1);
     expect(m.stats().usedPages).toBe(0);
     m.checkInvariants();
   });
 
   it('returns false when mmap_lock cannot be taken without sleeping', async () => {
-    const { m, p } = small(32, 64);
+    const { m, p } = setup({ ramPages: 32, swapPages: 64 });
     const a = await p.mmap({ length: P, prot: RW, flags: ANON });
     await p.fill(a, P, 1);
     await p.mm.mmapLock.write();

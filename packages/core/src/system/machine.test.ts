@@ -1,9 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { TraceRecorder } from '../sim/trace.js';
-import { MapFlag, Prot } from '../mm/constants.js';
 import { Machine } from './machine.js';
-
-const P = 4096;
+import { ANON, P, RW } from '../testing/fixtures.js';
 
 /**
  * Three processes write, fork, unmap and reclaim concurrently as scheduler tasks that yield and sleep
@@ -17,11 +15,7 @@ async function scenario(seed: number): Promise<{ trace: string; sums: number[] }
   for (let t = 0; t < 3; t++) {
     sched.spawn(`worker${t}`, async () => {
       const p = m.createProcess(`w${t}`);
-      const a = await p.mmap({
-        length: 24 * P,
-        prot: Prot.READ | Prot.WRITE,
-        flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS,
-      });
+      const a = await p.mmap({ length: 24 * P, prot: RW, flags: ANON });
       for (let i = 0; i < 24; i++) {
         await p.writeU32(a + i * P, t * 1000 + i);
         if (i % 3 === 0) await sched.yield();
@@ -90,11 +84,7 @@ describe('Machine', () => {
   it('fails with ENOMEM when RAM is full of unreclaimable pages and there is no swap', async () => {
     const m = new Machine({ ramBytes: 16 * P, swapBytes: 0 });
     const p = m.createProcess();
-    const a = await p.mmap({
-      length: 32 * P,
-      prot: Prot.READ | Prot.WRITE,
-      flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS,
-    });
+    const a = await p.mmap({ length: 32 * P, prot: RW, flags: ANON });
     await expect(p.fill(a, 32 * P, 1)).rejects.toMatchObject({ code: 'ENOMEM' });
     m.checkInvariants();
     // Pages written before the failure are intact.

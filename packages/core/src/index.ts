@@ -17,3 +17,4 @@ export * from './hmm/index.js';
 export { Machine } from './system/machine.js';
 export type { MachineOptions, MemoryStats } from './system/machine.js';
 export * from './device/index.js';
+export * from './sanitizer/index.js';

@@ -82,6 +82,11 @@ export class MmuNotifierSubscriptions implements MmuNotifierHooks {
   private readonly deferred: { sub: MmuIntervalNotifier; insert: boolean }[] = [];
   /** Woken when an invalidation of a subscribed range ends (`subscriptions->wq`). */
   readonly wq: WaitQueue;
+  /**
+   * Observers told when an invalidation has completed (after every callback returned and the CPU
+   * page tables changed): the hook the sanitizer checks device mappings from. SDK-only.
+   */
+  readonly completedObservers = new Set<(range: MmuNotifierRange) => void>();
 
   constructor(readonly mm: MmStruct) {
     this.wq = new WaitQueue(mm.ctx.sched, `mmu_notifier:mm${mm.id}`);
@@ -170,7 +175,8 @@ export class MmuNotifierSubscriptions implements MmuNotifierHooks {
   }
 
   /** {@inheritDoc MmuNotifierHooks.invalidateRangeEnd} */
-  invalidateRangeEnd(_range: MmuNotifierRange): void {
+  invalidateRangeEnd(range: MmuNotifierRange): void {
+    for (const obs of this.completedObservers) obs(range);
     this.endRange();
   }
 

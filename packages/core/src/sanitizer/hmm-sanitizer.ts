@@ -1,0 +1,220 @@
+/**
+ * The HMM sanitizer: checks, on every device access and after every invalidation, that devices use
+ * CPU memory only as the mirroring contract allows (DESIGN §2 principle 7). Kernel counterpart: none
+ * in mainline — this is what a KASAN-like checker for secondary MMUs would do; the rules are those of
+ * Documentation/mm/hmm.rst and include/linux/mmu_notifier.h.
+ *
+ * Rules (a frame the driver holds pinned is exempt from the first and the last):
+ * - **stale mapping**: once an invalidation of a range has completed, no device mapping in the range
+ *   may remain (a driver's own MIGRATE and EXCLUSIVE events, which it may skip, are excepted);
+ * - **freed frame**: a device mapping must not point at a freed frame;
+ * - **write beyond the CPU**: a device mapping may grant write (or atomic) only where the CPU page
+ *   table maps the same frame writable (not a read-only, zero or copy-on-write page);
+ * - **stale access**: a device access through a mapping whose frame the CPU no longer maps there.
+ *
+ * A violation is a {@link SanitizerViolation}; in `'throw'` mode a device access that breaks a rule
+ * fails with it, and every violation is also recorded in {@link HmmSanitizer.violations}.
+ *
+ * @module
+ */
+import { HmmError, hex } from '../errors/errno.js';
+import type { DeviceAccessKind, SimDevice } from '../device/device.js';
+import { DevPerm } from '../device/device-mmu.js';
+import { PAGE_SIZE } from '../mm/constants.js';
+import type { MmContext } from '../mm/mm-context.js';
+import type { MmStruct } from '../mm/mm-struct.js';
+import type { MmuNotifierRange } from '../mm/mmu-notifier-hooks.js';
+import { NOTIFY_EVENT_NAMES, NotifyEvent } from '../mm/mmu-notifier-hooks.js';
+import { PG } from '../mm/page-flags.js';
+import { Pte } from '../mm/pgtable.js';
+import { MmuNotifierSubscriptions } from '../hmm/mmu-interval-notifier.js';
+
+/** Which rule a violation broke. */
+export type SanitizerRule = 'stale-mapping' | 'freed-frame' | 'write-beyond-cpu' | 'stale-access';
+
+/** A broken mirroring contract, with where and what. */
+export class SanitizerViolation extends HmmError {
+  constructor(
+    readonly rule: SanitizerRule,
+    readonly device: string,
+    readonly asid: number,
+    readonly vaddr: number,
+    readonly pfn: number,
+    /** The invalidation that should have removed the mapping, if any. */
+    readonly invalidation: { event: string; start: number; end: number } | null,
+    message: string,
+  ) {
+    super(
+      'EFAULT',
+      `sanitizer: ${rule} on ${device} asid ${asid} at ${hex(vaddr)} (frame ${hex(pfn)}): ${message}`,
+      {
+        address: vaddr,
+        kernelRef: 'Documentation/mm/hmm.rst',
+      },
+    );
+  }
+}
+
+interface Watched {
+  readonly device: SimDevice;
+  readonly asid: number;
+  readonly mm: MmStruct;
+  readonly owner: unknown;
+}
+
+/** Checks the devices of one machine against the mirroring contract. */
+export class HmmSanitizer {
+  /** Every violation seen, oldest first. */
+  readonly violations: SanitizerViolation[] = [];
+  private readonly watched: Watched[] = [];
+  private readonly observed = new Set<SimDevice>();
+  private readonly subscribed = new Set<MmStruct>();
+
+  constructor(
+    readonly ctx: MmContext,
+    /** `'throw'`: a device access that breaks a rule fails; `'record'`: only record. */
+    public mode: 'throw' | 'record' = 'throw',
+  ) {}
+
+  /**
+   * Declares that `device` mirrors `mm` in address-space context `asid`. `owner` is the driver's
+   * owner token: invalidations it causes itself (MIGRATE, EXCLUSIVE with that owner) may be skipped.
+   */
+  watch(device: SimDevice, asid: number, mm: MmStruct, owner: unknown = null): void {
+    this.watched.push({ device, asid, mm, owner });
+    if (!this.observed.has(device)) {
+      this.observed.add(device);
+      device.onAccess((a, vpn, pfn, kind) => this.onAccess(device, a, vpn, pfn, kind));
+    }
+    if (!this.subscribed.has(mm)) {
+      this.subscribed.add(mm);
+      MmuNotifierSubscriptions.of(mm).completedObservers.add((range) => this.onInvalidated(range));
+    }
+  }
+
+  /** Stops checking `device` / `asid`. */
+  unwatch(device: SimDevice, asid: number): void {
+    const i = this.watched.findIndex((w) => w.device === device && w.asid === asid);
+    if (i >= 0) this.watched.splice(i, 1);
+  }
+
+  /** The CPU frame mapped at `vpn` of `mm` and whether it is writable, or -1. */
+  private cpuPfn(mm: MmStruct, vpn: number): { pfn: number; writable: boolean } {
+    if (mm.state === 'dead') return { pfn: -1, writable: false };
+    const slot = mm.pgtable.lookup(vpn);
+    const f = slot < 0 ? 0 : this.ctx.arena.pteFlags[slot]!;
+    if ((f & Pte.PRESENT) === 0) return { pfn: -1, writable: false };
+    const vma = mm.vmas.lookup(vpn * PAGE_SIZE);
+    return {
+      pfn: this.ctx.arena.pteVal[slot]!,
+      writable: (f & Pte.WRITE) !== 0 && vma !== undefined && vma.writable,
+    };
+  }
+
+  private pinned(pfn: number): boolean {
+    return this.ctx.mem.pincount[pfn]! > 0;
+  }
+
+  private report(v: SanitizerViolation, fail: boolean): void {
+    this.violations.push(v);
+    if (fail && this.mode === 'throw') throw v;
+  }
+
+  /** Checks one mapping; returns the violation or null. */
+  private checkMapping(w: Watched, vpn: number, pfn: number, perm: number): SanitizerViolation | null {
+    const mem = this.ctx.mem;
+    const name = w.device.name;
+    if (pfn >= mem.nrFrames || (mem.flags[pfn]! & PG.ALLOCATED) === 0) {
+      return new SanitizerViolation(
+        'freed-frame',
+        name,
+        w.asid,
+        vpn * PAGE_SIZE,
+        pfn,
+        null,
+        'the device maps a frame that has been freed',
+      );
+    }
+    if (this.pinned(pfn)) return null;
+    const cpu = this.cpuPfn(w.mm, vpn);
+    if (cpu.pfn !== pfn) {
+      return new SanitizerViolation(
+        'stale-access',
+        name,
+        w.asid,
+        vpn * PAGE_SIZE,
+        pfn,
+        null,
+        cpu.pfn < 0 ? 'the CPU no longer maps this address' : `the CPU now maps frame ${hex(cpu.pfn)} there`,
+      );
+    }
+    if ((perm & (DevPerm.WRITE | DevPerm.ATOMIC)) !== 0 && !cpu.writable) {
+      return new SanitizerViolation(
+        'write-beyond-cpu',
+        name,
+        w.asid,
+        vpn * PAGE_SIZE,
+        pfn,
+        null,
+        'the device may write where the CPU page table is read-only (a read-only, zero or copy-on-write page)',
+      );
+    }
+    return null;
+  }
+
+  private onAccess(device: SimDevice, asid: number, vpn: number, pfn: number, kind: DeviceAccessKind): void {
+    const w = this.watched.find((x) => x.device === device && x.asid === asid);
+    if (w === undefined) return;
+    const perm = kind === 'read' ? DevPerm.READ : kind === 'write' ? DevPerm.WRITE : DevPerm.ATOMIC;
+    const v = this.checkMapping(w, vpn, pfn, perm);
+    if (v !== null) this.report(v, true);
+  }
+
+  private onInvalidated(range: MmuNotifierRange): void {
+    for (const w of this.watched) {
+      if (w.mm !== range.mm) continue;
+      if (
+        (range.event === NotifyEvent.MIGRATE || range.event === NotifyEvent.EXCLUSIVE) &&
+        range.owner === w.owner &&
+        w.owner !== null
+      ) {
+        continue;
+      }
+      const mmu = w.device.findMmu(w.asid);
+      if (mmu === undefined) continue;
+      mmu.forEachEntry(range.start / PAGE_SIZE, range.end / PAGE_SIZE, (vpn, pfn) => {
+        if (this.pinned(pfn)) return;
+        this.report(
+          new SanitizerViolation(
+            'stale-mapping',
+            w.device.name,
+            w.asid,
+            vpn * PAGE_SIZE,
+            pfn,
+            { event: NOTIFY_EVENT_NAMES[range.event]!, start: range.start, end: range.end },
+            `the device still maps this page after the ${NOTIFY_EVENT_NAMES[range.event]} invalidation of [${hex(range.start)}, ${hex(range.end)}) completed`,
+          ),
+          false,
+        );
+      });
+    }
+  }
+
+  /**
+   * Checks every mapping of every watched device now (freed frames, stale mappings, write beyond the
+   * CPU) and returns the violations found (also recorded). A clean run returns `[]`.
+   */
+  checkAll(): SanitizerViolation[] {
+    const found: SanitizerViolation[] = [];
+    for (const w of this.watched) {
+      const mmu = w.device.findMmu(w.asid);
+      if (mmu === undefined) continue;
+      mmu.forEachEntry(0, 2 ** 35, (vpn, pfn, perm) => {
+        const v = this.checkMapping(w, vpn, pfn, perm);
+        if (v !== null) found.push(v);
+      });
+    }
+    this.violations.push(...found);
+    return found;
+  }
+}

@@ -18,3 +18,6 @@ export { Machine } from './system/machine.js';
 export type { MachineOptions, MemoryStats } from './system/machine.js';
 export * from './device/index.js';
 export * from './sanitizer/index.js';
+export * from './driver/index.js';
+export { System } from './system/system.js';
+export type { SystemOptions } from './system/system.js';

@@ -1,0 +1,107 @@
+/**
+ * The catalogue of conformance cases: every case of the kernel's
+ * `tools/testing/selftests/mm/hmm-tests.c` with a stable id, its kernel reference, the
+ * capabilities it needs and the variants it runs in. Cases this version cannot run yet are listed
+ * too, so that a report shows them as skipped with the reason, never hides them.
+ *
+ * @module
+ */
+import type { DriverCapability } from '@hmm/core';
+
+/** Memory variant a case runs in, as the kernel's fixtures do (`hmm_device_private`, `hmm_device_coherent`). */
+export type Variant = 'device-private' | 'device-coherent';
+
+/** Metadata of one case. */
+export interface CaseInfo {
+  /** Stable id: `hmm.<name>` or `hmm2.<name>` (two devices), as the kernel's fixture names them. */
+  readonly id: string;
+  /** Kernel reference, e.g. `hmm-tests.c:anon_read`. */
+  readonly kernelRef: string | null;
+  /** One line: what the case checks. */
+  readonly title: string;
+  /** Capabilities the driver must declare. */
+  readonly requires: readonly DriverCapability[];
+  /** Variants it runs in (the kernel runs every case in both). */
+  readonly variants: readonly Variant[];
+  /** Devices it needs (hmm2 cases need two). */
+  readonly devices: 1 | 2;
+  /** Needs features the SDK does not simulate yet (THP, hugetlbfs), or null. */
+  readonly unsupported: string | null;
+}
+
+const BOTH: readonly Variant[] = ['device-private', 'device-coherent'];
+
+function k(
+  name: string,
+  title: string,
+  requires: readonly DriverCapability[],
+  opts: { devices?: 1 | 2; unsupported?: string } = {},
+): CaseInfo {
+  const devices = opts.devices ?? 1;
+  return {
+    id: `${devices === 2 ? 'hmm2' : 'hmm'}.${name}`,
+    kernelRef: `hmm-tests.c:${name}`,
+    title,
+    requires,
+    variants: BOTH,
+    devices,
+    unsupported: opts.unsupported ?? null,
+  };
+}
+
+const M: readonly DriverCapability[] = ['mirror'];
+const MIG: readonly DriverCapability[] = ['mirror', 'device-private'];
+const EXC: readonly DriverCapability[] = ['mirror', 'exclusive'];
+const THP = 'transparent huge pages are not simulated yet';
+const HTLB = 'hugetlbfs is not simulated yet';
+
+/** Every case, in the kernel's order. */
+export const CASES: readonly CaseInfo[] = [
+  k('open_close', 'open and close a mirror', M),
+  k('anon_read', 'device READ of anonymous memory: zero page, read-only region, data', M),
+  k('anon_read_prot', 'device READ of PROT_NONE memory fails with EFAULT, data intact', M),
+  k('anon_write', 'device WRITE of untouched anonymous memory; the CPU sees the data', M),
+  k('anon_write_prot', 'device WRITE to PROT_READ memory fails with EPERM until mprotect RW', M),
+  k('anon_write_child', 'after fork the child device-writes its copy; the parent keeps its data', M),
+  k('anon_write_child_shared', 'MAP_SHARED anonymous: the parent sees the child device write', M),
+  k('anon_write_huge', 'device WRITE of one PMD of an MADV_HUGEPAGE region', M, { unsupported: THP }),
+  k('anon_write_hugetlbfs', 'device WRITE into MAP_HUGETLB memory', M, { unsupported: HTLB }),
+  k('file_read', 'device READ of a shared read-only file mapping', M),
+  k('file_write', 'device WRITE of a shared file mapping, seen through the mapping and pread', M),
+  k('migrate', 'migrate to device memory; read-back matches', MIG),
+  k('migrate_file_private', 'CPU-dirtied private file pages (anonymous COW copies) migrate', MIG),
+  k('migrate_fault', 'migrate, CPU reads half back, migrate all again', MIG),
+  k('migrate_release', 'migrate, release device memory, CPU data correct', MIG),
+  k('migrate_shared', 'shared anonymous memory is not migratable (ENOENT)', MIG),
+  k('migrate_mixed', 'migration errors: PROT_NONE, holes, pages on another device', MIG, { devices: 2 }),
+  k('migrate_multiple', 'ten rounds of migrate and back', MIG),
+  k('anon_read_multiple', 'ten fresh buffers each read by the device', M),
+  k('anon_teardown', 'munmap racing a device READ; data correct when READ succeeds', M),
+  k('mixedmap', 'a snapshot of a driver-inserted (special) mapping', M),
+  k('snapshot', 'snapshot encodings: ERROR, ZERO|READ, READ, WRITE, device pages', M, { devices: 2 }),
+  k('compound', 'snapshot of hugetlbfs pages reports PMD/PUD order', M, { unsupported: HTLB }),
+  k('double_map', 'two devices read a region; after migrating to one the other still reads it', MIG, {
+    devices: 2,
+  }),
+  k('exclusive', 'exclusive access for atomics, restored by CPU access', EXC),
+  k('exclusive_mprotect', 'exclusive, mprotect read-only, WRITE fails with EPERM', EXC),
+  k('exclusive_cow', 'exclusive then fork: parent and child each keep their data', EXC),
+  k('hmm_gup_test', 'GUP on migrated pages brings them back (private) or keeps them (coherent)', MIG),
+  k('hmm_cow_in_device', 'migrate, fork, parent writes: all pages back in RAM', MIG),
+  k('migrate_anon_huge_empty', 'an untouched PMD region migrates', MIG, { unsupported: THP }),
+  k('migrate_anon_huge_zero', 'the huge zero page migrates', MIG, { unsupported: THP }),
+  k('migrate_anon_huge_free', 'migrated THP then MADV_FREE', MIG, { unsupported: THP }),
+  k('migrate_anon_huge_fault', 'MADV_COLLAPSE, migrate, CPU read restores data', MIG, { unsupported: THP }),
+  k('migrate_partial_unmap_fault', 'munmap half a PMD of device-resident memory', MIG, { unsupported: THP }),
+  k('migrate_remap_fault', 'mremap combinations around migration', MIG, { unsupported: THP }),
+  k('migrate_anon_huge_err', 'allocation failure forces base-page migration of a THP', MIG, {
+    unsupported: THP,
+  }),
+  k('migrate_anon_huge_zero_err', 'the same for empty and zero THPs', MIG, { unsupported: THP }),
+  k('benchmark_thp_migration', 'THP migration timings', MIG, { unsupported: THP }),
+];
+
+/** The case with this id; undefined if none. */
+export function findCase(id: string): CaseInfo | undefined {
+  return CASES.find((c) => c.id === id);
+}

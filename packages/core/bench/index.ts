@@ -16,6 +16,7 @@ import { benchHmmSnapshot } from './hmm-snapshot.js';
 import { GiB, collect, fmtBytes, gcExposed, readRuns } from './harness.js';
 import type { BenchConfig } from './harness.js';
 import { benchMetadata } from './metadata.js';
+import { benchMirror } from './mirror.js';
 import { benchPin } from './pin.js';
 import { benchReclaim } from './reclaim.js';
 import { formatTable, hostMeta, writeJson } from './report.js';
@@ -43,6 +44,8 @@ async function main(): Promise<void> {
   await dispose(fx);
   collect();
 
+  rows.push(...(await benchMirror(cfg)));
+  collect();
   rows.push(...(await benchReclaim(cfg)));
   collect();
   rows.push(...(await benchSparse(cfg)));
@@ -56,6 +59,8 @@ async function main(): Promise<void> {
     'pin',
     'unpin',
     'hmm-snapshot',
+    'device-fault',
+    'munmap-mirrored',
     'fork',
     'reclaim',
     'metadata',

@@ -264,3 +264,28 @@ describe('SimDevice', () => {
     expect(await run()).toBe(first);
   });
 });
+
+describe('SimDevice contexts', () => {
+  it('allocates ASIDs, routes faults to a per-ASID handler first, and frees an empty ASID only', async () => {
+    const m = new Machine({ ramBytes: 64 * 4096, swapBytes: 0 });
+    const dev = new SimDevice(m.mm, { name: 'ctx' });
+    const a = dev.allocAsid();
+    const b = dev.allocAsid();
+    expect([a, b]).toEqual([1, 2]);
+    const seen: string[] = [];
+    dev.setFaultHandler(async (f) => void seen.push(`global ${f.asid}`));
+    dev.setFaultHandler(async (f) => void seen.push(`own ${f.asid}`), b);
+    await m.sched.runTask('t', async () => {
+      await expect(dev.read(a, 0x10000, 1)).rejects.toMatchObject({ code: 'EFAULT' });
+      await expect(dev.read(b, 0x10000, 1)).rejects.toMatchObject({ code: 'EFAULT' });
+      await dev.queue.submit({ op: 'map', asid: b, vpns: [0x10], pfns: [1], perms: [1] }).wait();
+    });
+    expect(seen.filter((s) => s === 'global 1').length).toBeGreaterThan(0);
+    expect(seen.filter((s) => s === 'own 2').length).toBeGreaterThan(0);
+    expect(seen.some((s) => s === 'global 2')).toBe(false);
+    expect(() => dev.freeAsid(b)).toThrow(/still has 1 mappings/);
+    dev.freeAsid(a);
+    expect(() => dev.freeAsid(a)).toThrow(/not allocated/);
+    expect(dev.allocAsid()).toBe(3);
+  });
+});

@@ -142,6 +142,8 @@ export class SimDevice implements CommandQueueHost {
   readonly #mmus = new Map<number, DeviceMmu>();
   readonly #observers: DeviceAccessObserver[] = [];
   #faultHandler: DeviceFaultHandler | null = null;
+  readonly #asidHandlers = new Map<number, DeviceFaultHandler>();
+  #nextAsid = 1;
   #removed = false;
   #accesses = 0;
   #pages = 0;
@@ -200,6 +202,34 @@ export class SimDevice implements CommandQueueHost {
     return this.#mmus.get(asid);
   }
 
+  /**
+   * Allocates an unused address-space context (ASID) with an empty device MMU (a GPU channel's VMM,
+   * a NIC protection domain). Release it with {@link freeAsid}.
+   */
+  allocAsid(): number {
+    while (this.#mmus.has(this.#nextAsid)) this.#nextAsid++;
+    const asid = this.#nextAsid++;
+    this.mmu(asid);
+    return asid;
+  }
+
+  /**
+   * Forgets an ASID: its device MMU and fault handler. Its entries must already be unmapped through
+   * the queue (EBUSY otherwise: the device would lose track of live mappings); EINVAL if unknown.
+   */
+  freeAsid(asid: number): void {
+    const mmu = this.#mmus.get(asid);
+    if (mmu === undefined) throw new HmmError('EINVAL', `device ${this.name}: asid ${asid} is not allocated`);
+    if (mmu.size !== 0) {
+      throw new HmmError(
+        'EBUSY',
+        `device ${this.name}: asid ${asid} still has ${mmu.size} mappings; unmap them first`,
+      );
+    }
+    this.#mmus.delete(asid);
+    this.#asidHandlers.delete(asid);
+  }
+
   /** ASIDs that have a device MMU, ascending. */
   asids(): number[] {
     return [...this.#mmus.keys()].sort((a, b) => a - b);
@@ -207,11 +237,19 @@ export class SimDevice implements CommandQueueHost {
 
   /**
    * Registers the driver's fault handler, replacing any; `null` unregisters it (then every miss is
-   * EFAULT at once). Kernel: the driver's fault-buffer interrupt / ODP page-fault handler.
+   * EFAULT at once). With `asid`, the handler serves that context only and takes precedence over the
+   * device-wide one. Kernel: the driver's fault-buffer interrupt / ODP page-fault handler.
    */
-  setFaultHandler(fn: DeviceFaultHandler | null): void {
+  setFaultHandler(fn: DeviceFaultHandler | null, asid?: number): void {
     if (fn !== null && typeof fn !== 'function') {
       throw new HmmError('EINVAL', `device ${this.name}: the fault handler must be a function or null`);
+    }
+    if (asid !== undefined) {
+      // A handler for one context (one mirror) takes precedence over the device-wide one.
+      this.#checkAsid('setFaultHandler', asid);
+      if (fn === null) this.#asidHandlers.delete(asid);
+      else this.#asidHandlers.set(asid, fn);
+      return;
     }
     this.#faultHandler = fn;
   }
@@ -327,6 +365,7 @@ export class SimDevice implements CommandQueueHost {
     await this.queue.idle();
     for (const mmu of this.#mmus.values()) mmu.clearAll();
     this.#faultHandler = null;
+    this.#asidHandlers.clear();
   }
 
   async #atomicAdd(asid: number, addr: number, delta: number): Promise<number> {
@@ -357,7 +396,7 @@ export class SimDevice implements CommandQueueHost {
   async #fault(asid: number, vpn: number, kind: DeviceAccessKind, need: DevPermBits): Promise<number> {
     const address = vpn * PAGE_SIZE;
     for (let attempt = 1; ; attempt++) {
-      const handler = this.#faultHandler;
+      const handler = this.#asidHandlers.get(asid) ?? this.#faultHandler;
       this.#faults++;
       this.#traceFault(asid, address, kind, attempt, handler !== null);
       if (handler === null) {

@@ -43,6 +43,7 @@ import {
   mmuIntervalNotifierRemove,
   mmuIntervalSetSeq,
 } from '@hmm/core';
+import { SnapshotByte } from '@hmm/conformance';
 import type {
   DeviceFault,
   HmmRange,
@@ -53,21 +54,6 @@ import type {
   Process,
   SimDevice,
 } from '@hmm/core';
-
-/** Snapshot byte values (`enum { HMM_DMIRROR_PROT_* }` in lib/test_hmm_uapi.h). */
-export const DmirrorProt = {
-  ERROR: 0xff,
-  NONE: 0x00,
-  READ: 0x01,
-  WRITE: 0x02,
-  PMD: 0x04,
-  PUD: 0x08,
-  ZERO: 0x10,
-  DEV_PRIVATE_LOCAL: 0x20,
-  DEV_PRIVATE_REMOTE: 0x30,
-  DEV_COHERENT_LOCAL: 0x40,
-  DEV_COHERENT_REMOTE: 0x50,
-} as const;
 
 /** What READ / WRITE report besides their return value (`cmd.cpages`, `cmd.faults`). */
 export interface DmirrorCmdResult {
@@ -212,7 +198,7 @@ export class Dmirror {
   }
 
   /**
-   * `HMM_DMIRROR_SNAPSHOT`: one {@link DmirrorProt} byte per page from `hmm_range_fault` without
+   * `HMM_DMIRROR_SNAPSHOT`: one {@link SnapshotByte} byte per page from `hmm_range_fault` without
    * fault flags, each chunk under its own temporary interval notifier (`dmirror_snapshot`).
    */
   async snapshot(addr: number, npages: number): Promise<Uint8Array> {
@@ -225,7 +211,7 @@ export class Dmirror {
       if (a < DMIRROR_NOTIFIER_START) {
         // Nothing can be mapped below mmap_min_addr: a hole.
         const holeEnd = Math.min(next, DMIRROR_NOTIFIER_START);
-        out.fill(DmirrorProt.ERROR, base, base + (holeEnd - a) / PAGE_SIZE);
+        out.fill(SnapshotByte.ERROR, base, base + (holeEnd - a) / PAGE_SIZE);
         a = holeEnd;
         continue;
       }
@@ -478,8 +464,8 @@ export class Dmirror {
 /** dmirror_mkentry: the snapshot byte of one hmm word (no device memory yet, map order 0). */
 export function mkentry(word: number): number {
   const flags = hmmPfnFlags(word);
-  if ((flags & HmmPfn.ERROR) !== 0) return DmirrorProt.ERROR;
-  if ((flags & HmmPfn.VALID) === 0) return DmirrorProt.NONE;
-  const kind = hmmPfnToPfn(word) === ZERO_PFN ? DmirrorProt.ZERO : DmirrorProt.NONE;
-  return kind | ((flags & HmmPfn.WRITE) !== 0 ? DmirrorProt.WRITE : DmirrorProt.READ);
+  if ((flags & HmmPfn.ERROR) !== 0) return SnapshotByte.ERROR;
+  if ((flags & HmmPfn.VALID) === 0) return SnapshotByte.NONE;
+  const kind = hmmPfnToPfn(word) === ZERO_PFN ? SnapshotByte.ZERO : SnapshotByte.NONE;
+  return kind | ((flags & HmmPfn.WRITE) !== 0 ? SnapshotByte.WRITE : SnapshotByte.READ);
 }

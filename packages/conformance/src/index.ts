@@ -1,10 +1,35 @@
 /**
- * `@hmm/conformance`: the conformance suite for simulated HMM drivers. This first version holds the
- * catalogue of cases (the kernel's `hmm-tests.c`, with stable ids and kernel references) and the
- * `hmm-conformance list` command.
+ * `@hmm/conformance`: the conformance suite for simulated HMM drivers: the catalogue of cases
+ * (the kernel's `hmm-tests.c`, with stable ids and kernel references), the driver-independent
+ * cases of the mirror group, a programmatic runner ({@link runConformance}) and the
+ * `hmm-conformance list` command. The vitest entry is `@hmm/conformance/vitest`
+ * (`defineConformanceSuite`); this entry does not import vitest.
  *
  * @packageDocumentation
  */
 export { CASES, findCase } from './catalog.js';
 export type { CaseInfo, Variant } from './catalog.js';
+export { SnapshotByte } from './target.js';
+export type {
+  CommandResult,
+  ConformanceFactory,
+  ConformanceFactoryOptions,
+  ConformanceManifest,
+  ConformanceTarget,
+  SnapshotByteValue,
+  TestDevice,
+} from './target.js';
+export { ConformanceFailure, check, checkEqual, checkRejects, withSeed } from './assert.js';
+export type { FailureLocation } from './assert.js';
+export { GROUPS, IMPLEMENTATIONS, MIRROR_CASES, groupOf } from './cases/index.js';
+export type { CaseContext, CaseFn, GroupName } from './cases/index.js';
+export {
+  DEFAULT_SEED,
+  DEFAULT_SEEDS,
+  caseTitle,
+  planCases,
+  runConformance,
+  runPlannedCase,
+} from './runner.js';
+export type { CaseResult, ConformanceReport, PlannedCase, RunOptions } from './runner.js';
 export { main as cliMain } from './cli.js';

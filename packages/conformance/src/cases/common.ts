@@ -1,0 +1,95 @@
+/**
+ * Shared pieces of the cases: the case signature, the kernel fixture (`FIXTURE_SETUP(hmm)`: a
+ * process and an open device; teardown closes it and checks the machine) and int buffers.
+ *
+ * @module
+ */
+import type { Process } from '@hmm/core';
+import type { Variant } from '../catalog.js';
+import { ConformanceFailure, check } from '../assert.js';
+import type { ConformanceTarget, TestDevice } from '../target.js';
+
+/** What a case receives besides its target. */
+export interface CaseContext {
+  /** The seed the target was built with. */
+  readonly seed: number;
+  /** The memory variant. */
+  readonly variant: Variant;
+  /** Seeds a seed-exploring case runs over (from `seed` on). */
+  readonly seeds: number;
+  /** A further fresh target (seed-exploring cases); torn down by the runner after the case. */
+  createTarget(seed: number): Promise<ConformanceTarget>;
+}
+
+/** One runnable case. Throws a {@link ConformanceFailure} when the driver breaks a contract. */
+export type CaseFn = (t: ConformanceTarget, ctx: CaseContext) => Promise<void>;
+
+/** Fixture of one kernel test: the target, the test process and its open device. */
+export interface Fixture {
+  readonly t: ConformanceTarget;
+  readonly p: Process;
+  readonly dev: TestDevice;
+}
+
+/**
+ * FIXTURE_SETUP/TEARDOWN(hmm): creates the process, opens the device, runs `body` in a task of the
+ * machine's scheduler, closes the device and checks the machine's invariants (`extraRefs` counts
+ * references the case itself holds).
+ */
+export async function withDevice(
+  t: ConformanceTarget,
+  body: (f: Fixture) => Promise<void>,
+  extraRefs?: (pfn: number) => number,
+): Promise<void> {
+  const m = t.machine;
+  await m.sched.runTask('hmm-tests', async () => {
+    const p = m.createProcess('hmm-tests');
+    const dev = await t.open(p);
+    try {
+      await body({ t, p, dev });
+    } finally {
+      await dev.close();
+    }
+  });
+  try {
+    m.checkInvariants(extraRefs);
+  } catch (e) {
+    throw new ConformanceFailure(
+      `the machine is consistent after the case: ${e instanceof Error ? e.message : String(e)}`,
+      {},
+      { cause: e },
+    );
+  }
+}
+
+/** Little-endian int32 bytes with `int[i] = f(i)` for `n` ints. */
+export function ints(n: number, f: (i: number) => number): Uint8Array {
+  const a = new Int32Array(n);
+  for (let i = 0; i < n; i++) a[i] = f(i);
+  return new Uint8Array(a.buffer);
+}
+
+/** Checks `int[i] === f(i)` for every int of `b` from `from` on, reporting the first mismatch. */
+export function checkInts(b: Uint8Array, f: (i: number) => number, what: string, from = 0): void {
+  const v = new Int32Array(b.buffer, b.byteOffset, b.byteLength >> 2);
+  check(v.length > from, `${what}: ${v.length} ints, expected more than ${from}`);
+  for (let i = from; i < v.length; i++) {
+    if (v[i] !== f(i)) throw new ConformanceFailure(`${what}: int[${i}] is ${v[i]}, expected ${f(i)}`);
+  }
+}
+
+/**
+ * Device mappings over `npages` pages at `addr` (via the optional {@link TestDevice.devicePerms}),
+ * or null if the driver does not expose them.
+ */
+export function devicePerms(dev: TestDevice, addr: number, npages: number): Uint8Array | null {
+  return dev.devicePerms?.(addr, npages) ?? null;
+}
+
+/** Checks, if the driver exposes its mappings, that none of `npages` pages at `addr` is mapped. */
+export function checkUnmapped(dev: TestDevice, addr: number, npages: number, what: string): void {
+  const perms = devicePerms(dev, addr, npages);
+  if (perms === null) return;
+  const mapped = perms.reduce((n, x) => n + (x !== 0 ? 1 : 0), 0);
+  check(mapped === 0, `${what}: ${mapped} of ${npages} pages still mapped on the device`);
+}

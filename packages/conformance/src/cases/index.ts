@@ -1,0 +1,29 @@
+/**
+ * The case groups and their implementations. A case belongs to the group of what it requires:
+ * `mirror` (a mirror only), `migrate` (device memory), `exclusive` (exclusive access). Cases of the
+ * catalogue without an implementation in this version are still planned, and reported as skipped.
+ *
+ * @module
+ */
+import type { CaseInfo } from '../catalog.js';
+import type { CaseFn } from './common.js';
+import { MIRROR_CASES } from './mirror.js';
+
+/** Name of a case group. */
+export type GroupName = 'mirror' | 'migrate' | 'exclusive';
+
+/** Every group, in order. */
+export const GROUPS: readonly GroupName[] = ['mirror', 'migrate', 'exclusive'];
+
+/** The group a catalogue case belongs to. */
+export function groupOf(info: CaseInfo): GroupName {
+  if (info.requires.includes('exclusive')) return 'exclusive';
+  if (info.requires.includes('device-private') || info.requires.includes('device-coherent')) return 'migrate';
+  return 'mirror';
+}
+
+/** Every implemented case, by catalogue id. */
+export const IMPLEMENTATIONS: Readonly<Record<string, CaseFn>> = { ...MIRROR_CASES };
+
+export { MIRROR_CASES } from './mirror.js';
+export type { CaseContext, CaseFn } from './common.js';

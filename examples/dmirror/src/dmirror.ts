@@ -101,11 +101,21 @@ function allocateAsid(device: SimDevice, mirrors: Map<number, Dmirror>): number 
 }
 
 /** One open mirror: a process's address space bound to a device ASID. */
+/** The fault loop a mirror runs (`hmmRangeFaultLoop` unless a test swaps in a broken one). */
+export type FaultLoop = typeof hmmRangeFaultLoop;
+
+/** Options of {@link Dmirror.open}. */
+export interface DmirrorOptions {
+  /** Replaces the sequence-protocol loop; only tests use it, to build deliberately broken copies. */
+  readonly faultLoop?: FaultLoop;
+}
+
 export class Dmirror {
   /** The mirror mutex (`dmirror->mutex`): the driver lock of the sequence protocol. */
   readonly mutex: Mutex;
   /** The whole-address-space subscription (`dmirror->notifier`). */
   readonly notifier: MmuIntervalNotifier;
+  #faultLoop: FaultLoop = hmmRangeFaultLoop;
   #lowVpn = Infinity;
   #highVpn = -Infinity;
   #closed = false;
@@ -133,10 +143,16 @@ export class Dmirror {
    * `open("/dev/hmm_dmirror<N>")` by `process`: binds its address space and allocates an ASID on
    * `device`. ESRCH (from the notifier insert) if the process has exited.
    */
-  static async open(machine: Machine, device: SimDevice, process: Process): Promise<Dmirror> {
+  static async open(
+    machine: Machine,
+    device: SimDevice,
+    process: Process,
+    opts: DmirrorOptions = {},
+  ): Promise<Dmirror> {
     const mirrors = mirrorsOf(device);
     const asid = allocateAsid(device, mirrors);
     const mirror = new Dmirror(machine, device, process, asid);
+    if (opts.faultLoop !== undefined) mirror.#faultLoop = opts.faultLoop;
     mirrors.set(asid, mirror);
     return mirror;
   }
@@ -319,7 +335,7 @@ export class Dmirror {
     const defaultFlags = HmmPfn.REQ_FAULT | (write ? HmmPfn.REQ_WRITE : 0);
     for (let a = start; a < end;) {
       const next = Math.min(end, a + DMIRROR_FAULT_CHUNK * PAGE_SIZE);
-      await hmmRangeFaultLoop({
+      await this.#faultLoop({
         notifier: this.notifier,
         start: a,
         end: next,

@@ -68,8 +68,12 @@ function checkVma(vma: Vma | undefined, addr: number, gupFlags: number): Vma {
   return vma;
 }
 
-/** Returns the pfn if the PTE already satisfies the access (`follow_page_pte`), else -1. */
-function followPage(ctx: MmContext, mm: MmStruct, vpn: number, gupFlags: number): number {
+/**
+ * Returns the pfn if the PTE already satisfies the access (`follow_page_pte`), else -1. The small,
+ * obviously correct per-page rule that {@link takePresentPages} is differential-tested against.
+ * @internal
+ */
+export function followPage(ctx: MmContext, mm: MmStruct, vpn: number, gupFlags: number): number {
   const slot = mm.pgtable.lookup(vpn);
   if (slot < 0) return -1;
   const f = ctx.arena.pteFlags[slot]!;
@@ -100,8 +104,9 @@ function followPage(ctx: MmContext, mm: MmStruct, vpn: number, gupFlags: number)
  * The synchronous fast path (like `gup_fast`, without its lockless walk): takes pages from index
  * `from` on while their VMA allows the access and their PTE already satisfies it, and returns the
  * index of the first page that needs the slow path (a fault, a VMA check that fails, a full pin count).
+ * @internal
  */
-function takePresentPages(
+export function takePresentPages(
   ctx: MmContext,
   mm: MmStruct,
   start: number,

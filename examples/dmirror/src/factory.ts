@@ -19,6 +19,7 @@ export function dmirrorTestDevice(dm: Dmirror): TestDevice {
     write: (addr, data) => dm.write(addr, data),
     snapshot: (addr, npages) => dm.snapshot(addr, npages),
     close: () => dm.close(),
+    binding: { device: dm.device, asid: dm.asid },
     devicePerms(addr, npages) {
       const out = new Uint8Array(npages);
       const first = addr / PAGE_SIZE;

@@ -143,3 +143,51 @@ describe('package entry', () => {
     for (const f of files) expect(readFileSync(new URL(f, dir), 'utf8')).not.toMatch(/from 'vitest'/);
   });
 });
+
+describe('the sanitizer in every case', () => {
+  it('fails a case whose driver leaves a stale device mapping, naming the rule', async () => {
+    const { Machine, SimDevice, DevPerm } = await import('@hmm/core');
+    const { runConformance } = await import('./runner.js');
+    // A device that maps every page on READ and never unmaps: it ignores invalidations.
+    const factory = async ({ seed }: { seed: number }) => {
+      const machine = new Machine({ seed });
+      const device = new SimDevice(machine.mm, { name: 'leaky' });
+      return {
+        machine,
+        open: async (process: import('@hmm/core').Process) => {
+          const asid = device.allocAsid();
+          return {
+            binding: { device, asid },
+            read: async (addr: number, npages: number) => {
+              const pfns = await process.getUserPages(addr, npages);
+              const vpns = Array.from({ length: npages }, (_, i) => addr / 4096 + i);
+              await device.queue
+                .submit({
+                  op: 'map',
+                  asid,
+                  vpns,
+                  pfns: Array.from(pfns),
+                  perms: vpns.map(() => DevPerm.READ),
+                })
+                .wait();
+              process.putUserPages(pfns);
+              return { cpages: npages, faults: 1, data: await process.read(addr, npages * 4096) };
+            },
+            write: async () => ({ cpages: 0, faults: 0 }),
+            snapshot: async (_a: number, n: number) => new Uint8Array(n),
+            close: async () => {},
+          };
+        },
+      };
+    };
+    const report = await runConformance(
+      factory,
+      { name: 'leaky', capabilities: ['mirror'] },
+      { only: ['hmm.anon_teardown'], seeds: 2 },
+    );
+    expect(report.failed.map((r) => r.id)).toEqual(['hmm.anon_teardown']);
+    expect(report.failed[0]!.error?.message).toMatch(
+      /sanitizer found .* violation.*(stale-mapping|freed-frame)/,
+    );
+  });
+});

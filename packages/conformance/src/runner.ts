@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { HmmSanitizer } from '@hmm/core';
 import { CASES, findCase } from './catalog.js';
 import type { CaseInfo, Variant } from './catalog.js';
 import { ConformanceFailure } from './assert.js';
@@ -109,8 +110,20 @@ export async function runPlannedCase(
   const seed = opts.seed ?? DEFAULT_SEED;
   const where = { caseId: info.id, kernelRef: info.kernelRef, variant, seed };
   const targets: ConformanceTarget[] = [];
+  const sanitizers: HmmSanitizer[] = [];
   const create = async (s: number): Promise<ConformanceTarget> => {
-    const t = await factory({ seed: s, variant });
+    const made = await factory({ seed: s, variant });
+    // The sanitizer is on for every case: each device a case opens is watched.
+    const san = new HmmSanitizer(made.machine.mm, 'record');
+    sanitizers.push(san);
+    const t: ConformanceTarget = {
+      ...made,
+      open: async (process) => {
+        const dev = await made.open(process);
+        if (dev.binding !== undefined) san.watch(dev.binding.device, dev.binding.asid, process.mm);
+        return dev;
+      },
+    };
     targets.push(t);
     return t;
   };
@@ -120,6 +133,17 @@ export async function runPlannedCase(
     await run(t, { seed, variant, seeds: opts.seeds ?? DEFAULT_SEEDS, createTarget: create });
   } catch (e) {
     failure = ConformanceFailure.from(e, where);
+  }
+  for (const san of sanitizers) {
+    san.checkAll();
+    const v = san.violations;
+    if (failure === null && v.length > 0) {
+      failure = new ConformanceFailure(
+        `the driver keeps the mirroring contract (the sanitizer found ${v.length} violation(s); first: ${v[0]!.message})`,
+        where,
+        { cause: v[0] },
+      );
+    }
   }
   for (const t of targets) {
     try {

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { DriverCapability, Machine, Process } from '@hmm/core';
+import type { DriverCapability, Machine, Process, SimDevice } from '@hmm/core';
 import type { Variant } from './catalog.js';
 
 /**
@@ -68,6 +68,13 @@ export interface TestDevice {
    * are left out.
    */
   devicePerms?(addr: number, npages: number): Uint8Array;
+  /**
+   * The device and address-space context this mirror uses. With it the runner's sanitizer watches
+   * every device access and invalidation of the case and fails the case on a violation (stale or
+   * freed-frame mappings, writes beyond the CPU's permission); without it the sanitizer cannot see
+   * the driver's device.
+   */
+  readonly binding?: { readonly device: SimDevice; readonly asid: number };
 }
 
 /** What a factory returns for one case: a fresh machine with the driver's device(s) on it. */

@@ -44,6 +44,7 @@ export { getUserPages, pinUserPages, unpinUserPages, putUserPages } from './gup.
 export { cpuRead, cpuWrite, cpuFill } from './uaccess.js';
 export { fileRead, fileWrite } from './read-write.js';
 export { truncateFile } from './truncate.js';
+export { clearSoftDirty, softDirtyPages } from './soft-dirty.js';
 export { shrinkNode, oomReapMm, reclaimStats, ReclaimResult } from './vmscan.js';
 export type { ReclaimStats } from './vmscan.js';
 export { checkMmInvariants } from './debug-vm.js';

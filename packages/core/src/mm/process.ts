@@ -18,6 +18,7 @@ import { dupMm } from './fork.js';
 import { getUserPages, pinUserPages, putUserPages, unpinUserPages } from './gup.js';
 import { cpuFill, cpuRead, cpuWrite } from './uaccess.js';
 import { traceSyscall } from './trace-events.js';
+import { clearSoftDirty, softDirtyPages } from './soft-dirty.js';
 
 /** Allocates pids; the system layer provides one per machine. */
 export interface PidAllocator {
@@ -99,6 +100,16 @@ export class Process {
     await exitMmap(this.ctx, this.mm);
     this.exitCode = code;
     this.pids.unregister(this);
+  }
+
+  /** `echo 4 > /proc/<pid>/clear_refs`: clears soft-dirty bits (fires SOFT_DIRTY invalidations). */
+  clearSoftDirty(): Promise<void> {
+    return clearSoftDirty(this.ctx, this.mm);
+  }
+
+  /** Soft-dirty bits of `npages` pages at `addr` (`/proc/<pid>/pagemap` bit 55). */
+  softDirtyPages(addr: number, npages: number): boolean[] {
+    return softDirtyPages(this.ctx, this.mm, addr, npages);
   }
 
   /** Reads `len` bytes at `addr` from a CPU thread of this process. */

@@ -91,7 +91,7 @@ async function forEachPiece(
       vma = undefined; // the layout may have changed while we slept
       continue;
     }
-    arena.pteFlags[slot] = f | (write ? Pte.ACCESSED | Pte.DIRTY : Pte.ACCESSED);
+    arena.pteFlags[slot] = f | (write ? Pte.ACCESSED | Pte.DIRTY | Pte.SOFT_DIRTY : Pte.ACCESSED);
     fn(arena.pteVal[slot]!, pageOff, off, n);
     off += n;
   }

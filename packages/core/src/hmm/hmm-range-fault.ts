@@ -83,8 +83,11 @@ const NEED_WRITE = 2;
 
 /** What the request of page `i` requires given the CPU entry's state (`hmm_pte_need_fault`). */
 function needFault(range: HmmRange, i: number, present: boolean, writable: boolean): number {
+  // With no per-page mask the request is the same for every page: skip decoding the word.
   const req =
-    ((hmmPfnFlags(range.hmmPfns[i]!) & range.pfnFlagsMask) | range.defaultFlags) &
+    (range.pfnFlagsMask === 0
+      ? range.defaultFlags
+      : (hmmPfnFlags(range.hmmPfns[i]!) & range.pfnFlagsMask) | range.defaultFlags) &
     (HmmPfn.REQ_FAULT | HmmPfn.REQ_WRITE);
   if ((req & HmmPfn.REQ_FAULT) === 0) return 0;
   let need = present ? 0 : NEED_FAULT;

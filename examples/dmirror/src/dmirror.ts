@@ -46,6 +46,7 @@ import {
 import { SnapshotByte } from '@hmm/conformance';
 import type {
   DeviceFault,
+  HmmMirror,
   HmmRange,
   Machine,
   MmuIntervalNotifier,
@@ -110,7 +111,7 @@ export interface DmirrorOptions {
   readonly faultLoop?: FaultLoop;
 }
 
-export class Dmirror {
+export class Dmirror implements HmmMirror {
   /** The mirror mutex (`dmirror->mutex`): the driver lock of the sequence protocol. */
   readonly mutex: Mutex;
   /** The whole-address-space subscription (`dmirror->notifier`). */
@@ -261,6 +262,21 @@ export class Dmirror {
    * WRITE. Atomic accesses need EXCLUSIVE, which is not modelled: EFAULT.
    * @internal Called by the per-device dispatcher.
    */
+  /** {@link HmmMirror.handleFault}: serves a device fault of this mirror's ASID. */
+  handleFault(fault: DeviceFault): Promise<void> {
+    return this.handleDeviceFault(fault);
+  }
+
+  /** {@link HmmMirror.invalidate}: the interval notifier's callback. */
+  invalidate(sub: MmuIntervalNotifier, range: MmuNotifierRange, curSeq: number): boolean | Promise<boolean> {
+    return this.#invalidate(sub, range, curSeq);
+  }
+
+  /** {@link HmmMirror.release}: the same as {@link close}. */
+  release(): Promise<void> {
+    return this.close();
+  }
+
   async handleDeviceFault(fault: DeviceFault): Promise<void> {
     if (fault.access === 'atomic') {
       throw new HmmError(

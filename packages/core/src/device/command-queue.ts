@@ -78,12 +78,12 @@ export interface CommandLatency {
 
 /**
  * The default command latencies, taken from the cost model (no device-command key exists yet):
- * - map base = `notifier.deviceTlbInvalNs` [E]: one command round trip through the device (doorbell,
+ * - map base = `notifier.deviceTlbInvalNs` (an estimate, [E]) — one command round trip through the device (doorbell,
  *   fetch, page-table write, TLB invalidate so that a replayed access sees the new entry, as UVM
  *   does after servicing faults, completion); the same hardware path as an unmap.
- * - map per entry = `hmm.rangeFaultPerPresentPageNs` [E]: one PTE written, of the order of one
+ * - map per entry = `hmm.rangeFaultPerPresentPageNs` (an estimate, [E]) — one PTE written, of the order of one
  *   page of a page-table walk.
- * - unmap / unmap-all = `notifier.deviceTlbInvalNs` [E]: PTE clear + device TLB invalidate, the
+ * - unmap / unmap-all = `notifier.deviceTlbInvalNs` (an estimate, [E]) — PTE clear + device TLB invalidate, the
  *   cost the key was defined for; independent of the range size (a ranged or full invalidate).
  * - nop = 0: a flush marker.
  */

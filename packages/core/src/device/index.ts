@@ -19,6 +19,7 @@ export type {
   UnmapAllCommand,
   NopCommand,
   CommandLatency,
+  CommandQueueHost,
 } from './command-queue.js';
 export { SimDevice, DEVICE_MAX_FAULT_RETRIES } from './device.js';
 export type {

@@ -11,9 +11,9 @@ import type { DependencyContainer, InjectionToken } from 'tsyringe';
 import { HmmError } from '../errors/errno.js';
 import type { HmmMirrorDriver } from './hmm-mirror.js';
 
-/** Token of the {@link import('../system/machine.js').Machine} of a system. */
+/** Token of the `Machine` of a system. */
 export const MACHINE: InjectionToken<unknown> = Symbol.for('@hmm/core:Machine');
-/** Token of the system's {@link import('../sanitizer/hmm-sanitizer.js').HmmSanitizer}. */
+/** Token of the system's `HmmSanitizer`. */
 export const SANITIZER: InjectionToken<unknown> = Symbol.for('@hmm/core:HmmSanitizer');
 /** Token of the system's cost model. */
 export const COST_MODEL: InjectionToken<unknown> = Symbol.for('@hmm/core:CostModel');

@@ -30,3 +30,5 @@ export type {
   DeviceStats,
   SimDeviceOptions,
 } from './device.js';
+export { CopyEngine } from './copy-engine.js';
+export type { CopyPage, CopyDirection, CopyResult, CopyEngineOptions } from './copy-engine.js';

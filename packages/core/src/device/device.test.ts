@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Foll, MapFlag, PAGE_SIZE, Prot } from '../mm/constants.js';
+import { ANON, P, RW } from '../testing/fixtures.js';
+import { Foll } from '../mm/constants.js';
 import type { Process } from '../mm/process.js';
 import { TraceRecorder } from '../sim/trace.js';
 import { Machine } from '../system/machine.js';
@@ -8,9 +9,6 @@ import type { DevPermBits } from './device-mmu.js';
 import { SimDevice } from './device.js';
 import type { DeviceFault } from './device.js';
 
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
 const ASID = 7;
 
 async function setup(pages = 4): Promise<{ m: Machine; p: Process; dev: SimDevice; a: number }> {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { ANON, P, RW } from '../testing/fixtures.js';
 import { Machine } from '../system/machine.js';
-import { MapFlag, PAGE_SIZE, Prot } from '../mm/constants.js';
+import { MapFlag, Prot } from '../mm/constants.js';
 import type { Process } from '../mm/process.js';
 import { ZERO_PFN } from '../mm/physmem.js';
 import {
@@ -19,9 +20,6 @@ import {
 } from './mmu-interval-notifier.js';
 import type { MmuIntervalNotifier } from './mmu-interval-notifier.js';
 
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
 const { VALID, WRITE, ERROR, REQ_FAULT, REQ_WRITE } = HmmPfn;
 
 async function setup(): Promise<{ m: Machine; p: Process; sub: MmuIntervalNotifier }> {

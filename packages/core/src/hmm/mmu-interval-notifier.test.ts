@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { ANON, P, RW } from '../testing/fixtures.js';
 import { Machine } from '../system/machine.js';
-import { Madv, MapFlag, PAGE_SIZE, Prot } from '../mm/constants.js';
+import { Madv, Prot } from '../mm/constants.js';
 import type { MmuNotifierRange } from '../mm/mmu-notifier-hooks.js';
 import { NOTIFY_EVENT_NAMES } from '../mm/mmu-notifier-hooks.js';
 import type { Process } from '../mm/process.js';
@@ -13,10 +14,6 @@ import {
   mmuIntervalSetSeq,
 } from './mmu-interval-notifier.js';
 import type { MmuIntervalNotifier } from './mmu-interval-notifier.js';
-
-const P = PAGE_SIZE;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
 
 interface Seen {
   event: string;

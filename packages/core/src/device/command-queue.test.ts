@@ -169,7 +169,7 @@ describe('CommandQueue', () => {
       /EINVAL.*entry 0: vpn/,
     );
     expect(bad({ op: 'map', asid: 0, vpns: [1, 2], pfns: [1, 64], perms: [1, 1] })).toThrow(
-      /EINVAL.*entry 1.*frame 64 is not a RAM frame/,
+      /EINVAL.*entry 1.*frame 64 is not a frame of this machine/,
     );
     expect(bad({ op: 'map', asid: 0, vpns: [1], pfns: [1], perms: [0] })).toThrow(/EINVAL.*DevPerm/);
     expect(bad({ op: 'map', asid: 0, vpns: [1], pfns: [1], perms: [9] })).toThrow(/EINVAL.*DevPerm/);

@@ -366,7 +366,7 @@ export class CommandQueue {
         return bad(`map command entry ${i}: vpn ${String(vpn)} is not an integer in [0, 2^35)`);
       if (!(Number.isInteger(pfn) && pfn >= 0 && pfn < nrFrames)) {
         return bad(
-          `map command entry ${i} (vpn ${hex(vpn)}): frame ${String(pfn)} is not a RAM frame of this machine (frames 0..${nrFrames - 1})`,
+          `map command entry ${i} (vpn ${hex(vpn)}): frame ${String(pfn)} is not a frame of this machine (RAM and device frames 0..${nrFrames - 1})`,
         );
       }
       if (!(Number.isInteger(perm) && perm > 0 && (perm & ~ALL_PERMS) === 0)) {

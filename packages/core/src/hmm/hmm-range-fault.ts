@@ -13,7 +13,9 @@ import { HmmError, hex, isHmmError } from '../errors/errno.js';
 import { PAGE_SIZE, PTRS_PER_TABLE } from '../mm/constants.js';
 import { FaultFlag, handleMmFault } from '../mm/memory.js';
 import type { MmStruct } from '../mm/mm-struct.js';
-import { Pte } from '../mm/pgtable.js';
+import { Pte, PteType, pteType } from '../mm/pgtable.js';
+import { isDevicePrivateEntry } from '../mm/memory.js';
+import { pagemapOf } from '../mm/memremap.js';
 import { ZERO_PFN } from '../mm/physmem.js';
 import type { Vma } from '../mm/vma.js';
 import { mmuIntervalCheckRetry } from './mmu-interval-notifier.js';
@@ -74,7 +76,11 @@ export interface HmmRange {
   readonly defaultFlags: number;
   /** Which per-page request flags of the input words count. */
   readonly pfnFlagsMask: number;
-  /** Owner whose device-private pages are reported rather than faulted back (used with device memory). */
+  /**
+   * Owner whose device-private pages are reported (VALID, WRITE if the entry is writable, with the
+   * device frame) rather than faulted back (`dev_private_owner`). Other owners' device-private pages
+   * read as 0, or are migrated back to RAM when a fault is requested.
+   */
   readonly devPrivateOwner: unknown;
 }
 
@@ -146,7 +152,10 @@ function checkRange(range: HmmRange): MmStruct {
  *
  * Outputs: VALID (+WRITE if the CPU PTE is writable) with the pfn; the zero page is VALID without
  * WRITE; 0 for a page not present and not requested; ERROR for holes, PROT_NONE and special mappings
- * when no fault was requested. The map order is 0 (the SDK has no huge mappings yet).
+ * when no fault was requested. Device-private pages of `devPrivateOwner` are reported as they are;
+ * other non-present entries (swap, another owner's device page, device-exclusive, migration) read as
+ * 0 or are faulted (swap-in, migrate to RAM, end exclusive access, wait for the migration). The map
+ * order is 0 (the SDK has no huge mappings yet).
  */
 export async function hmmRangeFault(range: HmmRange): Promise<void> {
   const mm = checkRange(range);
@@ -209,6 +218,15 @@ export async function hmmRangeFault(range: HmmRange): Promise<void> {
           }
           pfns[i] = hmmPfnMake(HmmPfn.ERROR);
           continue;
+        }
+        if (!present && f !== 0) {
+          const type = pteType(f);
+          if (isDevicePrivateEntry(type) && pagemapOf(ctx, pv)?.owner === range.devPrivateOwner) {
+            // A page of the caller's own device memory: reported, never faulted.
+            const w = type === PteType.DEVICE_PRIVATE_WRITE;
+            pfns[i] = hmmPfnMake(w ? HmmPfn.VALID | HmmPfn.WRITE : HmmPfn.VALID, pv);
+            continue;
+          }
         }
         const writable = present && (f & Pte.WRITE) !== 0;
         const need = needFault(range, i, present, writable);

@@ -12,6 +12,7 @@ import type { MmContext } from './mm-context.js';
 import { RssCounter } from './mm-struct.js';
 import { PG } from './page-flags.js';
 import { Pte, PteType, pteType } from './pgtable.js';
+import { isDevicePrivateEntry, isMappingEntry } from './memory.js';
 import { ZERO_PFN } from './physmem.js';
 
 function fail(msg: string): never {
@@ -53,6 +54,15 @@ export function checkMmInvariants(ctx: MmContext, extraRefs: (pfn: number) => nu
           if ((f & Pte.WRITE) !== 0 && (pg & PG.ANON) !== 0 && mem.mapcount[v]! > 1) {
             fail(`anon frame ${hex(v)} mapped ${mem.mapcount[v]} times but writable in mm ${mm.id}`);
           }
+        } else if (isMappingEntry(pteType(f))) {
+          const t = pteType(f);
+          if ((mem.flags[v]! & PG.ALLOCATED) === 0) fail(`entry of type ${t} refers to free frame ${hex(v)} in mm ${mm.id}`);
+          if (isDevicePrivateEntry(t) && (mem.flags[v]! & PG.ZONE_DEVICE) === 0)
+            fail(`device-private entry refers to RAM frame ${hex(v)} in mm ${mm.id}`);
+          if (t === PteType.DEVICE_PRIVATE_WRITE && mem.mapcount[v]! > 1)
+            fail(`device frame ${hex(v)} mapped ${mem.mapcount[v]} times but writable in mm ${mm.id}`);
+          maps.set(v, (maps.get(v) ?? 0) + 1);
+          rss[(mem.flags[v]! & PG.ANON) !== 0 ? RssCounter.ANON : RssCounter.SHMEM]!++;
         } else if (pteType(f) === PteType.SWAP) {
           swapUses.set(v, (swapUses.get(v) ?? 0) + 1);
           rss[RssCounter.SWAP]!++;

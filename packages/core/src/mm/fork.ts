@@ -13,14 +13,21 @@
  */
 import { HmmError } from '../errors/errno.js';
 import { PAGE_SIZE, VmFlag } from './constants.js';
-import { notifyEnd, notifyStart } from './memory.js';
+import {
+  isDevicePrivateEntry,
+  isMigrationEntry,
+  notifyEnd,
+  notifyStart,
+  restoreExclusivePte,
+} from './memory.js';
+import { waitOnPageLocked } from './memremap.js';
 import { exitMmap, linkVma } from './mmap.js';
 import type { MmContext } from './mm-context.js';
 import { RssCounter } from './mm-struct.js';
 import type { MmStruct } from './mm-struct.js';
 import { NotifyEvent } from './mmu-notifier-hooks.js';
 import { PG } from './page-flags.js';
-import { Pte, PteType, pteType } from './pgtable.js';
+import { Pte, PteType, nonPresentFlags, pteType } from './pgtable.js';
 import { MAX_MAPCOUNT } from './physmem.js';
 import type { Vma } from './vma.js';
 
@@ -67,8 +74,39 @@ async function copyPageRange(ctx: MmContext, parent: MmStruct, child: MmStruct, 
         if (pf === 0) break;
         const pv = arena.pteVal[ps]!;
         if ((pf & Pte.PRESENT) === 0) {
-          if (pteType(pf) !== PteType.SWAP) {
-            throw new HmmError('EINVAL', `fork: cannot copy a non-present entry of type ${pteType(pf)}`);
+          const type = pteType(pf);
+          if (isMigrationEntry(type)) {
+            // The page is being migrated (by pfn, without our mmap lock): wait for the end.
+            await waitOnPageLocked(ctx, pv);
+            continue;
+          }
+          if (type === PteType.DEVICE_EXCLUSIVE) {
+            // copy_nonpresent_pte: exclusive access ends before the entry is copied.
+            await restoreExclusivePte(ctx, vma, ps, pv);
+            continue;
+          }
+          if (isDevicePrivateEntry(type)) {
+            // The child shares the device page; a writable entry in a COW mapping becomes read-only
+            // in both, so a later write migrates the page back to RAM and then copies it.
+            if (mem.mapcount[pv]! >= MAX_MAPCOUNT) {
+              throw new HmmError('ENOMEM', `fork: page ${pv} is mapped ${MAX_MAPCOUNT} times already`);
+            }
+            let cf = pf;
+            if (cow && type === PteType.DEVICE_PRIVATE_WRITE) {
+              cf = nonPresentFlags(PteType.DEVICE_PRIVATE_READ);
+              arena.pteFlags[ps] = cf;
+            }
+            const cs = child.pgtable.ensure(vpn);
+            arena.setPte(cs, pv, cf);
+            mem.mapcount[pv]!++;
+            mem.refcount[pv]!++;
+            mem.flags[pv]! &= ~PG.ANON_EXCLUSIVE;
+            ctx.rmap.addAnon(pv, cs);
+            child.rss[RssCounter.ANON]!++;
+            break;
+          }
+          if (type !== PteType.SWAP) {
+            throw new Error(`internal: fork cannot copy a non-present entry of type ${type}`);
           }
           ctx.swap.dup(pv);
           arena.setPte(child.pgtable.ensure(vpn), pv, pf);

@@ -24,6 +24,7 @@ import type { MmStruct } from './mm-struct.js';
 import { PG } from './page-flags.js';
 import { Pte } from './pgtable.js';
 import { MAX_PINCOUNT, ZERO_PFN } from './physmem.js';
+import { migrateDeviceCoherentPage } from './migrate-device.js';
 import type { Vma } from './vma.js';
 
 const KNOWN = Foll.WRITE | Foll.GET | Foll.FORCE | Foll.NOFAULT | Foll.LONGTERM | Foll.PIN;
@@ -81,6 +82,8 @@ export function followPage(ctx: MmContext, mm: MmStruct, vpn: number, gupFlags: 
   if ((gupFlags & Foll.WRITE) !== 0 && (f & Pte.WRITE) === 0) return -1;
   const pfn = ctx.arena.pteVal[slot]!;
   const longterm = (gupFlags & Foll.LONGTERM) !== 0;
+  // Device-coherent memory is not long-term pinnable: the slow path migrates it to RAM first.
+  if (longterm && (ctx.mem.flags[pfn]! & PG.ZONE_DEVICE) !== 0 && (f & Pte.SPECIAL) === 0) return -1;
   if ((f & Pte.SPECIAL) !== 0) {
     // Other special PTEs have no page. A long-term pin of the zero page in a COW mapping must
     // unshare it first, so the pin sees later writes through the page table (gup_must_unshare).
@@ -144,6 +147,7 @@ export function takePresentPages(
       const f = pteFlags[slot]!;
       if ((f & need) !== need || (f & Pte.SPECIAL) !== 0) return i;
       const pfn = pteVal[slot]!;
+      if (longterm && (pageFlags[pfn]! & PG.ZONE_DEVICE) !== 0) return i;
       if (pin) {
         const pg = pageFlags[pfn]!;
         if ((pg & PG.ANON) !== 0 ? (pg & PG.ANON_EXCLUSIVE) === 0 : longterm && cow && (f & Pte.WRITE) === 0)
@@ -218,6 +222,10 @@ export async function getUserPagesInternal(
             { address: addr },
           );
         }
+        if ((gupFlags & Foll.LONGTERM) !== 0 && (await migrateCoherentForLongterm(ctx, mm, vpn))) {
+          pfn = followPage(ctx, mm, vpn, gupFlags);
+          continue;
+        }
         const ff =
           ((gupFlags & Foll.WRITE) !== 0 ? FaultFlag.WRITE : 0) |
           (pin ? FaultFlag.UNSHARE : 0) |
@@ -247,6 +255,29 @@ export async function getUserPagesInternal(
     mm.mmapLock.readUnlock();
   }
   return out;
+}
+
+/**
+ * If `vpn` maps a device-coherent page, migrates it to RAM so it can be pinned long-term
+ * (`migrate_longterm_unpinnable_folios` → `migrate_device_coherent_folio`) and returns true.
+ * ENOMEM when the page cannot be moved (it is pinned or being migrated).
+ */
+async function migrateCoherentForLongterm(ctx: MmContext, mm: MmStruct, vpn: number): Promise<boolean> {
+  const slot = mm.pgtable.lookup(vpn);
+  if (slot < 0) return false;
+  const f = ctx.arena.pteFlags[slot]!;
+  const pfn = ctx.arena.pteVal[slot]!;
+  if ((f & Pte.PRESENT) === 0 || (f & Pte.SPECIAL) !== 0 || (ctx.mem.flags[pfn]! & PG.ZONE_DEVICE) === 0) {
+    return false;
+  }
+  if (!(await migrateDeviceCoherentPage(ctx, pfn))) {
+    throw new HmmError(
+      'ENOMEM',
+      `pin_user_pages(FOLL_LONGTERM): device-coherent page ${hex(pfn)} at ${hex(vpn * PAGE_SIZE)} could not be migrated to RAM (pinned or busy)`,
+      { address: vpn * PAGE_SIZE, kernelRef: 'mm/gup.c:migrate_longterm_unpinnable_folios' },
+    );
+  }
+  return true;
 }
 
 /** `get_user_pages`: references (FOLL_GET) the pages of a range, faulting them in. */

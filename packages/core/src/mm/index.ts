@@ -33,6 +33,10 @@ export {
   notifyStart,
   notifyEnd,
   findOrReadPage,
+  isMappingEntry,
+  isDevicePrivateEntry,
+  isMigrationEntry,
+  restoreExclusivePte,
 } from './memory.js';
 export { doMmap, doMunmap, exitMmap, getUnmappedArea, unmapRangeLocked } from './mmap.js';
 export type { MmapArgs } from './mmap.js';
@@ -50,3 +54,36 @@ export type { ReclaimStats } from './vmscan.js';
 export { checkMmInvariants } from './debug-vm.js';
 export { Process } from './process.js';
 export type { PidAllocator } from './process.js';
+export {
+  MemoryType,
+  DevPagemap,
+  memremapPages,
+  memunmapPages,
+  framesInUse,
+  pagemapOf,
+  isDevicePrivatePage,
+  isDeviceCoherentPage,
+  zoneDevicePageInit,
+  trylockPage,
+  lockPage,
+  unlockPage,
+  waitOnPageLocked,
+} from './memremap.js';
+export type { MemoryTypeId, MigrateToRamFault, DevPagemapOps, DevPagemapDesc } from './memremap.js';
+export {
+  MigratePfn,
+  MigrateVmaSelect,
+  migratePfn,
+  migratePfnToPfn,
+  migratePfnFlags,
+  migrateVmaSetup,
+  migrateVmaPages,
+  migrateVmaFinalize,
+  migrateDeviceRange,
+  migrateDevicePages,
+  migrateDeviceFinalize,
+  migrateDeviceCoherentPage,
+} from './migrate-device.js';
+export type { MigrateVma, MigrateObserver } from './migrate-device.js';
+export { makeDeviceExclusive } from './device-exclusive.js';
+export type { DeviceArena } from './physmem.js';

@@ -17,6 +17,7 @@ import type { MmuNotifierRange, NotifyEventId } from './mmu-notifier-hooks.js';
 import { NotifyEvent } from './mmu-notifier-hooks.js';
 import { PG } from './page-flags.js';
 import { Pte, PteType, pteType } from './pgtable.js';
+import { lockPage, pagemapOf, trylockPage, unlockPage, waitOnPageLocked } from './memremap.js';
 import { ZERO_PFN } from './physmem.js';
 import type { Vma } from './vma.js';
 import { traceFault } from './trace-events.js';
@@ -88,12 +89,40 @@ export function zapPte(ctx: MmContext, mm: MmStruct, slot: number): void {
     ctx.putPage(pv);
     return;
   }
-  if (pteType(pf) === PteType.SWAP) {
+  const type = pteType(pf);
+  if (type === PteType.SWAP) {
     ctx.swap.free(pv);
     mm.rss[RssCounter.SWAP]!--;
     return;
   }
-  throw new Error(`internal: zap of unknown non-present entry type ${pteType(pf)} at slot ${slot}`);
+  if (isMappingEntry(type)) {
+    // Device-private, migration and device-exclusive entries stand for a mapping of their frame.
+    const mem = ctx.mem;
+    mem.mapcount[pv]!--;
+    mm.rss[rssCounterOf(ctx, pv)]!--;
+    if ((mem.flags[pv]! & PG.ANON) !== 0) ctx.rmap.removeAnon(pv, slot);
+    ctx.putPage(pv);
+    return;
+  }
+  throw new Error(`internal: zap of unknown non-present entry type ${type} at slot ${slot}`);
+}
+
+/**
+ * True for the non-present entry types that refer to a frame and count as one of its mappings
+ * (map count, reference, reverse map and RSS): device-private, migration and device-exclusive.
+ */
+export function isMappingEntry(type: number): boolean {
+  return type >= PteType.MIGRATION_READ && type <= PteType.DEVICE_EXCLUSIVE;
+}
+
+/** True for a device-private entry type (`is_device_private_entry`). */
+export function isDevicePrivateEntry(type: number): boolean {
+  return type === PteType.DEVICE_PRIVATE_READ || type === PteType.DEVICE_PRIVATE_WRITE;
+}
+
+/** True for a migration entry type (`is_migration_entry`). */
+export function isMigrationEntry(type: number): boolean {
+  return type === PteType.MIGRATION_READ || type === PteType.MIGRATION_WRITE;
 }
 
 /** Zaps every entry in [start, end) of `mm` and frees emptied tables (`unmap_page_range` + `free_pgtables`). */
@@ -192,16 +221,19 @@ export async function handleMmFault(ctx: MmContext, vma: Vma, addr: number, flag
       r = await doFaultNone(ctx, vma, vpn, flags);
     } else if ((pf & Pte.PRESENT) === 0) {
       const type = pteType(pf);
-      if (type !== PteType.SWAP) {
-        throw new HmmError(
-          'EFAULT',
-          `fault at ${hex(addr)} on a non-present entry of type ${type} the CPU side cannot resolve`,
-          {
-            address: addr,
-          },
-        );
+      if (type === PteType.SWAP) {
+        r = await doSwapPage(ctx, vma, vpn, slot, pv, flags);
+      } else if (isMigrationEntry(type)) {
+        // migration_entry_wait: the page is locked until the migration ends; then look again.
+        await waitOnPageLocked(ctx, pv);
+        r = RETRY;
+      } else if (isDevicePrivateEntry(type)) {
+        r = await doDevicePrivateFault(ctx, vma, addr, slot, pv, flags);
+      } else if (type === PteType.DEVICE_EXCLUSIVE) {
+        r = await restoreExclusivePte(ctx, vma, slot, pv);
+      } else {
+        throw new Error(`internal: fault at ${hex(addr)} on unknown non-present entry type ${type}`);
       }
-      r = await doSwapPage(ctx, vma, vpn, slot, pv, flags);
     } else if (
       ((flags & FaultFlag.WRITE) !== 0 && (pf & Pte.WRITE) === 0) ||
       ((flags & FaultFlag.UNSHARE) !== 0 && needsUnshare(ctx, vma, pf, pv))
@@ -224,6 +256,79 @@ export async function handleMmFault(ctx: MmContext, vma: Vma, addr: number, flag
       address: addr,
     },
   );
+}
+
+/**
+ * CPU access to a device-private entry (`do_swap_page` → `pgmap->ops->migrate_to_ram`): lock and
+ * reference the device page, let its owner migrate it to RAM, then retry the access. A page already
+ * locked (being migrated) is waited for. The owner's ENOMEM fails the access as out of memory; any
+ * other failure is a SIGBUS.
+ */
+async function doDevicePrivateFault(
+  ctx: MmContext,
+  vma: Vma,
+  addr: number,
+  slot: number,
+  pv: number,
+  flags: number,
+): Promise<number> {
+  if (!trylockPage(ctx, pv)) {
+    await waitOnPageLocked(ctx, pv);
+    return RETRY;
+  }
+  const mem = ctx.mem;
+  // Still the same entry? (nothing awaited since the caller read it, but be explicit)
+  if (ctx.arena.pteVal[slot] !== pv || !isDevicePrivateEntry(pteType(ctx.arena.pteFlags[slot]!))) {
+    unlockPage(ctx, pv);
+    return RETRY;
+  }
+  const pgmap = pagemapOf(ctx, pv);
+  if (pgmap?.ops.migrateToRam === undefined) {
+    unlockPage(ctx, pv);
+    throw new Error(`internal: device-private entry at ${hex(addr)} refers to frame ${hex(pv)} of no device-private pagemap`);
+  }
+  mem.refcount[pv]!++;
+  try {
+    await pgmap.ops.migrateToRam({ vma, address: addr, page: pv, write: (flags & FaultFlag.WRITE) !== 0 });
+  } catch (e) {
+    if (e instanceof HmmError && e.code === 'ENOMEM') throw e;
+    throw new HmmError(
+      'EFAULT',
+      `SIGBUS at ${hex(addr)}: ${pgmap.toString()} could not migrate the page to RAM: ${e instanceof Error ? e.message : String(e)}`,
+      { address: addr, signal: 'SIGBUS', sigCode: 'ADRERR', kernelRef: 'mm/memory.c:do_swap_page (migrate_to_ram)' },
+    );
+  } finally {
+    unlockPage(ctx, pv);
+    ctx.putPage(pv);
+  }
+  return RETRY;
+}
+
+/**
+ * Ends device-exclusive access to a page because the CPU touched it (`restore_exclusive_pte` via
+ * `remove_device_exclusive_entry`): a CLEAR invalidation tells the device to drop its atomic
+ * mapping, then the normal PTE comes back, writable if the VMA is.
+ */
+export async function restoreExclusivePte(ctx: MmContext, vma: Vma, slot: number, pv: number): Promise<number> {
+  const mm = vma.mm;
+  const addr = ctx.arena.slotAddress(slot);
+  await lockPage(ctx, pv);
+  try {
+    const range = await notifyStart(mm, addr, addr + PAGE_SIZE, NotifyEvent.CLEAR);
+    const arena = ctx.arena;
+    if (
+      mm.pgtable.lookup(addr / PAGE_SIZE) === slot &&
+      pteType(arena.pteFlags[slot]!) === PteType.DEVICE_EXCLUSIVE &&
+      arena.pteVal[slot] === pv
+    ) {
+      arena.setPte(slot, pv, Pte.PRESENT | (vma.writable ? Pte.WRITE | Pte.DIRTY : 0));
+    }
+    notifyEnd(mm, range);
+  } finally {
+    unlockPage(ctx, pv);
+  }
+  lastKind = 'spurious';
+  return RETRY;
 }
 
 /** True if a pin on this present PTE's page needs an exclusive copy first (`gup_must_unshare`; GUP decides when to ask). */

@@ -16,6 +16,8 @@ import { MmStruct } from './mm-struct.js';
 import { PG } from './page-flags.js';
 import { PageTableArena } from './pgtable.js';
 import { PhysMem } from './physmem.js';
+import type { DevPagemap } from './memremap.js';
+import { WaitQueue } from '../sim/wait.js';
 import { Rmap } from './rmap.js';
 import { SwapSpace } from './swap.js';
 import { shrinkNode } from './vmscan.js';
@@ -39,6 +41,15 @@ export class MmContext {
   readonly swap: SwapSpace;
   readonly files = new FileStore();
   readonly rmap: Rmap;
+  /** Device pagemaps by id (`pgmap` of a device frame = `pagemaps[mem.owner[pfn]]`); index 0 unused. */
+  readonly pagemaps: (DevPagemap | undefined)[] = [undefined];
+  /**
+   * Called for each page whose migration commits (source frame, or -1 for a filled empty slot, and
+   * destination frame). Installed by the sanitizer to check migrated data; null when unused.
+   */
+  onMigratePage: ((srcPfn: number, dstPfn: number) => void) | null = null;
+  /** Sleepers on frame locks (the kernel's hashed folio wait table, as one queue). */
+  readonly pageLockWait: WaitQueue;
   private readonly mms: (MmStruct | undefined)[] = [undefined];
   private readonly freeMmIds: number[] = [];
 
@@ -50,6 +61,12 @@ export class MmContext {
   ) {
     this.mem = new PhysMem(config.ramBytes);
     this.lru = new Lru(this.mem);
+    this.pageLockWait = new WaitQueue(sched, 'folio-lock');
+    this.mem.onDeviceFrameFree = (pfn) => {
+      const pgmap = this.pagemaps[this.mem.owner[pfn]!];
+      if (pgmap === undefined) throw new Error(`internal: device frame ${pfn} has no pagemap`);
+      pgmap.ops.pageFree(pfn);
+    };
     this.swap = new SwapSpace(config.swapBytes);
     this.rmap = new Rmap(
       this.mem,
@@ -104,7 +121,7 @@ export class MmContext {
       if (freed === 0 && this.mem.nrFree === 0) {
         throw new HmmError(
           'ENOMEM',
-          `out of memory: all ${this.mem.nrFrames - 1} frames are in use and reclaim freed none (pinned, in use, or swap full: ${this.swap.nrFree} of ${this.swap.nrSlots - 1} swap slots free)`,
+          `out of memory: all ${this.mem.nrRamFrames - 1} frames are in use and reclaim freed none (pinned, in use, or swap full: ${this.swap.nrFree} of ${this.swap.nrSlots - 1} swap slots free)`,
         );
       }
     }
@@ -112,6 +129,6 @@ export class MmContext {
 
   /** Bytes of RAM. */
   get ramBytes(): number {
-    return this.mem.nrFrames * PAGE_SIZE;
+    return this.mem.nrRamFrames * PAGE_SIZE;
   }
 }

@@ -15,7 +15,7 @@ import { checkUserRange, mergeVma, protToVmFlags, splitRange } from './mmap.js';
 import type { MmContext } from './mm-context.js';
 import type { MmStruct } from './mm-struct.js';
 import { NotifyEvent } from './mmu-notifier-hooks.js';
-import { Pte } from './pgtable.js';
+import { Pte, PteType, nonPresentFlags, pteType } from './pgtable.js';
 
 const PROT_BITS = VmFlag.READ | VmFlag.WRITE | VmFlag.EXEC;
 
@@ -56,6 +56,10 @@ export async function doMprotect(
         mm.pgtable.forEachPte(v.start / PAGE_SIZE, v.end / PAGE_SIZE, (slot) => {
           const f = arena.pteFlags[slot]!;
           if ((f & Pte.PRESENT) !== 0) arena.pteFlags[slot] = f & ~Pte.WRITE;
+          else if (pteType(f) === PteType.DEVICE_PRIVATE_WRITE)
+            arena.pteFlags[slot] = nonPresentFlags(PteType.DEVICE_PRIVATE_READ);
+          else if (pteType(f) === PteType.MIGRATION_WRITE)
+            arena.pteFlags[slot] = nonPresentFlags(PteType.MIGRATION_READ);
         });
       }
     }

@@ -7,7 +7,7 @@
  */
 import { HmmError, hex } from '../errors/errno.js';
 import { MMAP_MIN_ADDR, MremapFlag, PAGE_SIZE, TASK_SIZE, pageAlignUp, pageAligned } from './constants.js';
-import { notifyEnd, notifyStart, zapRange } from './memory.js';
+import { isMappingEntry, notifyEnd, notifyStart, zapRange } from './memory.js';
 import {
   checkUserRange,
   getUnmappedArea,
@@ -21,7 +21,7 @@ import type { MmContext } from './mm-context.js';
 import type { MmStruct } from './mm-struct.js';
 import { NotifyEvent } from './mmu-notifier-hooks.js';
 import { PG } from './page-flags.js';
-import { Pte } from './pgtable.js';
+import { Pte, pteType } from './pgtable.js';
 import type { Vma } from './vma.js';
 
 /**
@@ -49,7 +49,9 @@ function movePageTables(ctx: MmContext, mm: MmStruct, oldStart: number, newStart
     const to = mm.pgtable.ensure(vpn + delta);
     arena.setPte(from, 0, 0);
     arena.setPte(to, val, flags);
-    if ((flags & Pte.PRESENT) !== 0 && (flags & Pte.SPECIAL) === 0 && (mem.flags[val]! & PG.ANON) !== 0) {
+    const mapsFrame =
+      (flags & Pte.PRESENT) !== 0 ? (flags & Pte.SPECIAL) === 0 : isMappingEntry(pteType(flags));
+    if (mapsFrame && (mem.flags[val]! & PG.ANON) !== 0) {
       ctx.rmap.moveAnon(val, from, to);
     }
   }

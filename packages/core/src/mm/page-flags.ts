@@ -27,6 +27,8 @@ export const PG = {
   ALLOCATED: 1 << 10,
   /** Page is in a file's page cache (`folio->mapping` set). */
   PAGECACHE: 1 << 11,
+  /** Frame belongs to a device arena (ZONE_DEVICE, `folio_is_zone_device`); set for its whole life. */
+  ZONE_DEVICE: 1 << 12,
 } as const;
 
 /** The flags that an LRU list selection depends on. */

@@ -58,6 +58,11 @@ export class PageStore {
     return this.has[i] === 1;
   }
 
+  /** Makes `n` pages addressable (a growable store only; no content is allocated). */
+  grow(n: number): void {
+    if (n > this._capacity) this.ensureCapacity(n - 1);
+  }
+
   private ensureCapacity(i: number): void {
     if (i < this.has.length) return;
     if (!this.growable) throw new RangeError(`page ${i} outside store of ${this._capacity} pages`);

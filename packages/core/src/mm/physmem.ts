@@ -12,8 +12,16 @@ import { PAGE_SIZE } from './constants.js';
 import { PG } from './page-flags.js';
 import { PageStore } from './page-store.js';
 
-/** Zone of a frame (`enum zone_type`): normal RAM, or device memory (ZONE_DEVICE, later issues). */
+/** Zone of a frame (`enum zone_type`): normal RAM, or device memory (ZONE_DEVICE, see memremap). */
 export const Zone = { NORMAL: 0, DEVICE: 1 } as const;
+
+/** A contiguous range of device frames added to the frame table by {@link PhysMem.addDeviceArena}. */
+export interface DeviceArena {
+  /** First pfn. */
+  readonly basePfn: number;
+  /** Frames in the arena. */
+  readonly nrFrames: number;
+}
 
 /** Pfn of the shared zero page (`ZERO_PAGE(0)`): reserved, read-only, never freed. */
 export const ZERO_PFN = 0;
@@ -30,54 +38,71 @@ export const MAX_MAPCOUNT = 0xffff;
 /** Largest pin count a frame may reach (`try_grab_folio` fails with ENOMEM beyond). */
 export const MAX_PINCOUNT = 0xffff;
 
-/** The frames of one memory arena and their allocator. */
+/**
+ * The frame table of the machine and the RAM page allocator.
+ *
+ * RAM is frames `[0, nrRamFrames)`; device memory (ZONE_DEVICE, `memremap_pages`) is appended as
+ * further arenas of frames above it, each frame flagged {@link PG.ZONE_DEVICE} for its whole life.
+ * Device frames are never on the RAM free list: their owner (the pagemap's driver) hands them out,
+ * and when their last reference goes the frame table calls {@link PhysMem.onDeviceFrameFree}
+ * (`free_zone_device_folio` → `pgmap->ops->folio_free`).
+ *
+ * Adding an arena replaces the typed arrays with longer ones. It happens only inside the synchronous
+ * {@link PhysMem.addDeviceArena}, so code must read the arrays through this object and never keep a
+ * reference to one across an `await`.
+ */
 export class PhysMem {
-  /** Total frames, including the zero page. */
-  readonly nrFrames: number;
+  /** Frames in the table: RAM (with the zero page) and every device arena. */
+  nrFrames: number;
+  /** RAM frames, including the zero page. */
+  readonly nrRamFrames: number;
   /** References (`page_ref_count`): one per PTE mapping, per page-cache entry, per GUP get and per pin. */
-  readonly refcount: Int32Array;
+  refcount: Int32Array;
   /** PTE mappings (`folio_mapcount`). */
-  readonly mapcount: Uint16Array;
+  mapcount: Uint16Array;
   /** FOLL_PIN pins (`folio_maybe_dma_pinned` made exact). */
-  readonly pincount: Uint16Array;
+  pincount: Uint16Array;
   /** {@link PG} bits. */
-  readonly flags: Uint16Array;
-  /** Owner: file id for page-cache pages, pagemap id for device frames, 0 otherwise. */
-  readonly owner: Uint16Array;
-  /**
-   * {@link Zone} of every frame of this arena: an arena is one zone, so the zone follows from the pfn
-   * (as the kernel derives `page_zonenum` from bits of `page->flags` rather than storing a field).
-   */
-  readonly zone: number;
+  flags: Uint16Array;
+  /** Owner: file id for page-cache pages, pagemap id for device frames (for life), 0 otherwise. */
+  owner: Uint16Array;
   /** LRU list links (`folio->lru`), -1 = none. */
-  readonly lruPrev: Int32Array;
-  readonly lruNext: Int32Array;
+  lruPrev: Int32Array;
+  lruNext: Int32Array;
   /** Anon: primary PTE slot mapping the page (reverse map); page cache: index in the file. */
-  readonly rmap: Uint32Array;
-  /** Page contents. */
+  rmap: Uint32Array;
+  /** Page contents, RAM and device frames alike. */
   readonly content: PageStore;
+  /**
+   * Called when a device frame's last reference is dropped, after its state is reset
+   * (`pgmap->ops->folio_free`). Installed by the memremap layer.
+   */
+  onDeviceFrameFree: (pfn: number) => void = (pfn) => {
+    throw new Error(`internal: device frame ${hex(pfn)} freed with no pagemap layer installed`);
+  };
+  private readonly arenas: DeviceArena[] = [];
 
   /** Head of the free list, linked through `lruNext` as the buddy allocator links through `page->lru`. */
   private freeHead = -1;
   private nrFreeFrames = 0;
 
-  constructor(bytes: number, zone: number = Zone.NORMAL) {
+  constructor(bytes: number) {
     if (!Number.isSafeInteger(bytes) || bytes < PAGE_SIZE * 16 || bytes % PAGE_SIZE !== 0) {
       throw new HmmError('EINVAL', `memory size ${bytes} must be a whole number of pages, at least 16 pages`);
     }
     const n = bytes / PAGE_SIZE;
     if (n > 0x7fffffff) throw new HmmError('EINVAL', `memory size ${bytes} exceeds 2^31 frames`);
     this.nrFrames = n;
+    this.nrRamFrames = n;
     this.refcount = new Int32Array(n);
     this.mapcount = new Uint16Array(n);
     this.pincount = new Uint16Array(n);
     this.flags = new Uint16Array(n);
     this.owner = new Uint16Array(n);
-    this.zone = zone;
     this.lruPrev = new Int32Array(n).fill(-1);
     this.lruNext = new Int32Array(n).fill(-1);
     this.rmap = new Uint32Array(n);
-    this.content = new PageStore(n);
+    this.content = new PageStore(n, true);
     // Frame 0 is the zero page; hand out low frames first.
     for (let pfn = n - 1; pfn >= 1; pfn--) {
       this.lruNext[pfn] = this.freeHead;
@@ -93,9 +118,64 @@ export class PhysMem {
     return this.nrFreeFrames;
   }
 
-  /** Frames allocated (excluding the zero page). */
+  /** RAM frames allocated (excluding the zero page). */
   get nrUsed(): number {
-    return this.nrFrames - 1 - this.nrFreeFrames;
+    return this.nrRamFrames - 1 - this.nrFreeFrames;
+  }
+
+  /** {@link Zone} of a frame (`page_zonenum`). */
+  zoneOf(pfn: number): number {
+    return (this.flags[pfn]! & PG.ZONE_DEVICE) !== 0 ? Zone.DEVICE : Zone.NORMAL;
+  }
+
+  /** Device arenas added so far, in pfn order. */
+  get deviceArenas(): readonly DeviceArena[] {
+    return this.arenas;
+  }
+
+  /**
+   * Appends `nrFrames` device frames to the frame table and returns the arena (the frame-table half
+   * of `memremap_pages`). The frames start free (refcount 0), flagged {@link PG.ZONE_DEVICE}, with
+   * `owner` = `ownerId` (the pagemap id).
+   */
+  addDeviceArena(nrFrames: number, ownerId: number): DeviceArena {
+    if (!Number.isSafeInteger(nrFrames) || nrFrames <= 0) {
+      throw new HmmError('EINVAL', `device arena of ${String(nrFrames)} frames: need a positive whole number`);
+    }
+    const base = this.nrFrames;
+    const n = base + nrFrames;
+    if (n > 0x7fffffff) throw new HmmError('ENOMEM', `device arena of ${nrFrames} frames exceeds 2^31 frames`);
+    this.refcount = grow(this.refcount, n) as Int32Array;
+    this.mapcount = grow(this.mapcount, n) as Uint16Array;
+    this.pincount = grow(this.pincount, n) as Uint16Array;
+    this.flags = grow(this.flags, n) as Uint16Array;
+    this.owner = grow(this.owner, n) as Uint16Array;
+    this.lruPrev = grow(this.lruPrev, n, -1) as Int32Array;
+    this.lruNext = grow(this.lruNext, n, -1) as Int32Array;
+    this.rmap = grow(this.rmap, n) as Uint32Array;
+    this.content.grow(n);
+    this.flags.fill(PG.ZONE_DEVICE, base, n);
+    this.owner.fill(ownerId, base, n);
+    this.nrFrames = n;
+    const arena = { basePfn: base, nrFrames };
+    this.arenas.push(arena);
+    return arena;
+  }
+
+  /**
+   * Hands out a free device frame with refcount 1 (`zone_device_page_init`). The owner of the
+   * arena decides which frame; EBUSY if it is in use, EINVAL if it is not a device frame.
+   */
+  initDeviceFrame(pfn: number): void {
+    const f = this.flags[pfn];
+    if (f === undefined || (f & PG.ZONE_DEVICE) === 0) {
+      throw new HmmError('EINVAL', `frame ${hex(pfn)} is not a device frame`);
+    }
+    if ((f & PG.ALLOCATED) !== 0 || this.refcount[pfn] !== 0) {
+      throw new HmmError('EBUSY', `device frame ${hex(pfn)} is already in use (refcount ${this.refcount[pfn]})`);
+    }
+    this.flags[pfn] = PG.ZONE_DEVICE | PG.ALLOCATED;
+    this.refcount[pfn] = 1;
   }
 
   /**
@@ -129,10 +209,16 @@ export class PhysMem {
       );
     }
     this.content.clear(pfn);
-    this.flags[pfn] = 0;
     this.refcount[pfn] = 0;
-    this.owner[pfn] = 0;
     this.rmap[pfn] = 0;
+    if ((f & PG.ZONE_DEVICE) !== 0) {
+      // free_zone_device_folio: the frame stays in its arena; the pagemap's owner takes it back.
+      this.flags[pfn] = PG.ZONE_DEVICE;
+      this.onDeviceFrameFree(pfn);
+      return;
+    }
+    this.flags[pfn] = 0;
+    this.owner[pfn] = 0;
     this.lruNext[pfn] = this.freeHead;
     this.freeHead = pfn;
     this.nrFreeFrames++;
@@ -157,10 +243,19 @@ export class PhysMem {
     this.content.copyPageFrom(this.content, src, dst);
   }
 
-  /** Frames allocated and still referenced (for leak checks). */
+  /** RAM frames allocated and still referenced (for leak checks). */
   allocatedFrames(): number[] {
     const out: number[] = [];
-    for (let pfn = 1; pfn < this.nrFrames; pfn++) if ((this.flags[pfn]! & PG.ALLOCATED) !== 0) out.push(pfn);
+    for (let pfn = 1; pfn < this.nrRamFrames; pfn++) if ((this.flags[pfn]! & PG.ALLOCATED) !== 0) out.push(pfn);
+    return out;
+  }
+
+  /** Device frames in use (referenced), in pfn order (for leak checks). */
+  allocatedDeviceFrames(): number[] {
+    const out: number[] = [];
+    for (let pfn = this.nrRamFrames; pfn < this.nrFrames; pfn++) {
+      if ((this.flags[pfn]! & PG.ALLOCATED) !== 0) out.push(pfn);
+    }
     return out;
   }
 
@@ -168,4 +263,12 @@ export class PhysMem {
   static metadataBytesPerFrame(): number {
     return FRAME_METADATA_BYTES;
   }
+}
+
+/** A copy of `a` of length `n`, new elements set to `fill`. */
+function grow(a: Int32Array | Uint16Array | Uint32Array, n: number, fill = 0): Int32Array | Uint16Array | Uint32Array {
+  const b = new (a.constructor as new (n: number) => typeof a)(n);
+  b.set(a);
+  if (fill !== 0) b.fill(fill, a.length);
+  return b;
 }

@@ -140,7 +140,7 @@ export class Machine implements PidAllocator {
   stats(): MemoryStats {
     const mem = this.mm.mem;
     return {
-      ramPages: mem.nrFrames,
+      ramPages: mem.nrRamFrames,
       freePages: mem.nrFree,
       usedPages: mem.nrUsed,
       swapSlots: this.mm.swap.nrSlots - 1,

@@ -32,3 +32,5 @@ export type {
 } from './device.js';
 export { CopyEngine } from './copy-engine.js';
 export type { CopyPage, CopyDirection, CopyResult, CopyEngineOptions } from './copy-engine.js';
+export { HmmDevmem } from './hmm-devmem.js';
+export type { HmmDevmemOps, HmmDevmemOptions, EvictCopy } from './hmm-devmem.js';

@@ -56,7 +56,8 @@ export function checkMmInvariants(ctx: MmContext, extraRefs: (pfn: number) => nu
           }
         } else if (isMappingEntry(pteType(f))) {
           const t = pteType(f);
-          if ((mem.flags[v]! & PG.ALLOCATED) === 0) fail(`entry of type ${t} refers to free frame ${hex(v)} in mm ${mm.id}`);
+          if ((mem.flags[v]! & PG.ALLOCATED) === 0)
+            fail(`entry of type ${t} refers to free frame ${hex(v)} in mm ${mm.id}`);
           if (isDevicePrivateEntry(t) && (mem.flags[v]! & PG.ZONE_DEVICE) === 0)
             fail(`device-private entry refers to RAM frame ${hex(v)} in mm ${mm.id}`);
           if (t === PteType.DEVICE_PRIVATE_WRITE && mem.mapcount[v]! > 1)

@@ -58,7 +58,9 @@ export async function makeDeviceExclusive(mm: MmStruct, addr: number, owner: unk
         await handleMmFault(ctx, vma, addr, FaultFlag.WRITE | FaultFlag.REMOTE);
       } catch (e) {
         if (isHmmError(e) && e.signal !== undefined) {
-          throw new HmmError('EFAULT', `${fn}: fault at ${hex(addr)} failed: ${e.message}`, { address: addr });
+          throw new HmmError('EFAULT', `${fn}: fault at ${hex(addr)} failed: ${e.message}`, {
+            address: addr,
+          });
         }
         throw e;
       }

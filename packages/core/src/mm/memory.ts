@@ -285,7 +285,9 @@ async function doDevicePrivateFault(
   const pgmap = pagemapOf(ctx, pv);
   if (pgmap?.ops.migrateToRam === undefined) {
     unlockPage(ctx, pv);
-    throw new Error(`internal: device-private entry at ${hex(addr)} refers to frame ${hex(pv)} of no device-private pagemap`);
+    throw new Error(
+      `internal: device-private entry at ${hex(addr)} refers to frame ${hex(pv)} of no device-private pagemap`,
+    );
   }
   mem.refcount[pv]!++;
   try {
@@ -295,7 +297,12 @@ async function doDevicePrivateFault(
     throw new HmmError(
       'EFAULT',
       `SIGBUS at ${hex(addr)}: ${pgmap.toString()} could not migrate the page to RAM: ${e instanceof Error ? e.message : String(e)}`,
-      { address: addr, signal: 'SIGBUS', sigCode: 'ADRERR', kernelRef: 'mm/memory.c:do_swap_page (migrate_to_ram)' },
+      {
+        address: addr,
+        signal: 'SIGBUS',
+        sigCode: 'ADRERR',
+        kernelRef: 'mm/memory.c:do_swap_page (migrate_to_ram)',
+      },
     );
   } finally {
     unlockPage(ctx, pv);
@@ -309,7 +316,12 @@ async function doDevicePrivateFault(
  * `remove_device_exclusive_entry`): a CLEAR invalidation tells the device to drop its atomic
  * mapping, then the normal PTE comes back, writable if the VMA is.
  */
-export async function restoreExclusivePte(ctx: MmContext, vma: Vma, slot: number, pv: number): Promise<number> {
+export async function restoreExclusivePte(
+  ctx: MmContext,
+  vma: Vma,
+  slot: number,
+  pv: number,
+): Promise<number> {
   const mm = vma.mm;
   const addr = ctx.arena.slotAddress(slot);
   await lockPage(ctx, pv);

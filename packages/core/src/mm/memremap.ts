@@ -135,7 +135,9 @@ export function memremapPages(ctx: MmContext, desc: DevPagemapDesc): DevPagemap 
   }
   const nr = bytes / PAGE_SIZE;
   const mem = ctx.mem;
-  let id = ctx.pagemaps.findIndex((p, i) => i > 0 && p !== undefined && p.state === 'removed' && p.nrPages === nr);
+  let id = ctx.pagemaps.findIndex(
+    (p, i) => i > 0 && p !== undefined && p.state === 'removed' && p.nrPages === nr,
+  );
   let base: number;
   if (id > 0) {
     base = ctx.pagemaps[id]!.basePfn;
@@ -212,7 +214,10 @@ export function isDeviceCoherentPage(ctx: MmContext, pfn: number): boolean {
 export function zoneDevicePageInit(ctx: MmContext, pfn: number, locked = false): void {
   const pgmap = pagemapOf(ctx, pfn);
   if (pgmap === undefined || pgmap.state !== 'live') {
-    throw new HmmError('EINVAL', `zone_device_page_init: frame ${hex(pfn)} belongs to no live device pagemap`);
+    throw new HmmError(
+      'EINVAL',
+      `zone_device_page_init: frame ${hex(pfn)} belongs to no live device pagemap`,
+    );
   }
   ctx.mem.initDeviceFrame(pfn);
   if (locked) ctx.mem.flags[pfn]! |= PG.LOCKED;

@@ -24,13 +24,7 @@
 import { HmmError, hex } from '../errors/errno.js';
 import { PAGE_SIZE } from './constants.js';
 import { isDevicePrivateEntry, isMigrationEntry, notifyEnd, notifyStart } from './memory.js';
-import {
-  MemoryType,
-  lockPage,
-  pagemapOf,
-  trylockPage,
-  unlockPage,
-} from './memremap.js';
+import { MemoryType, lockPage, pagemapOf, trylockPage, unlockPage } from './memremap.js';
 import type { MmContext } from './mm-context.js';
 import { RssCounter } from './mm-struct.js';
 import type { MmStruct } from './mm-struct.js';
@@ -141,7 +135,12 @@ export async function migrateVmaSetup(args: MigrateVma): Promise<void> {
   if (vma === null || vma === undefined) throw einval(fn, 'no VMA given');
   const mm = vma.mm;
   const ctx = mm.ctx;
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start % PAGE_SIZE !== 0 || end % PAGE_SIZE !== 0) {
+  if (
+    !Number.isSafeInteger(start) ||
+    !Number.isSafeInteger(end) ||
+    start % PAGE_SIZE !== 0 ||
+    end % PAGE_SIZE !== 0
+  ) {
     throw einval(fn, `[${String(start)}, ${String(end)}) is not page aligned`);
   }
   if (end <= start) throw einval(fn, `empty range [${hex(start)}, ${hex(end)})`);
@@ -243,7 +242,12 @@ export async function migrateVmaSetup(args: MigrateVma): Promise<void> {
  * one CLEAR invalidation per mapping), then restores and drops the pages that hold references beyond
  * their mappings (`migrate_vma_check_page`). Returns how many entries lost MIGRATE.
  */
-async function unmapCollected(ctx: MmContext, src: Float64Array, n: number, faultPage: number): Promise<number> {
+async function unmapCollected(
+  ctx: MmContext,
+  src: Float64Array,
+  n: number,
+  faultPage: number,
+): Promise<number> {
   const mem = ctx.mem;
   const arena = ctx.arena;
   let dropped = 0;
@@ -271,7 +275,8 @@ async function unmapCollected(ctx: MmContext, src: Float64Array, n: number, faul
         notifyEnd(otherMm, range);
       }
     }
-    const expected = mem.mapcount[pfn]! + 1 + (pfn === faultPage ? 1 : 0) + ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
+    const expected =
+      mem.mapcount[pfn]! + 1 + (pfn === faultPage ? 1 : 0) + ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
     if (mem.refcount[pfn]! > expected || mem.pincount[pfn]! > 0) {
       // Pinned or otherwise held: put it back as it was.
       src[i] = src[i]! - MigratePfn.MIGRATE;
@@ -291,7 +296,10 @@ function removeMigrationPtes(ctx: MmContext, src: number, to: number): void {
   ctx.rmap.walk(src, (_m, slot) => {
     if (isMigrationEntry(pteType(arena.pteFlags[slot]!)) && arena.pteVal[slot] === src) slots.push(slot);
   });
-  const toPrivate = to !== src ? pagemapOf(ctx, to)?.type === MemoryType.DEVICE_PRIVATE : pagemapOf(ctx, src)?.type === MemoryType.DEVICE_PRIVATE;
+  const toPrivate =
+    to !== src
+      ? pagemapOf(ctx, to)?.type === MemoryType.DEVICE_PRIVATE
+      : pagemapOf(ctx, src)?.type === MemoryType.DEVICE_PRIVATE;
   for (const slot of slots) {
     const write = pteType(arena.pteFlags[slot]!) === PteType.MIGRATION_WRITE;
     const flags = toPrivate
@@ -313,13 +321,20 @@ function removeMigrationPtes(ctx: MmContext, src: number, to: number): void {
 function restorePage(ctx: MmContext, pfn: number, faultPage: number): void {
   const mem = ctx.mem;
   removeMigrationPtes(ctx, pfn, pfn);
-  if ((mem.flags[pfn]! & (PG.ANON | PG.ZONE_DEVICE | PG.LRU)) === PG.ANON && mem.mapcount[pfn]! > 0) ctx.lru.add(pfn);
+  if ((mem.flags[pfn]! & (PG.ANON | PG.ZONE_DEVICE | PG.LRU)) === PG.ANON && mem.mapcount[pfn]! > 0)
+    ctx.lru.add(pfn);
   if (pfn !== faultPage) unlockPage(ctx, pfn);
   ctx.putPage(pfn);
 }
 
 /** Checks that every destination the driver set is a locked, otherwise unused page. */
-function checkDestinations(ctx: MmContext, fn: string, src: Float64Array, dst: Float64Array, n: number): void {
+function checkDestinations(
+  ctx: MmContext,
+  fn: string,
+  src: Float64Array,
+  dst: Float64Array,
+  n: number,
+): void {
   const mem = ctx.mem;
   for (let i = 0; i < n; i++) {
     const d = migratePfnToPfn(dst[i]!);
@@ -388,7 +403,10 @@ export async function migrateVmaPages(args: MigrateVma): Promise<void> {
       notified = true;
       range = await notifyStart(mm, addr, end, NotifyEvent.MIGRATE, args.pgmapOwner);
     }
-    const slot = mm.state === 'live' && mm.vmas.lookup(addr) === vma && vma.file === null ? mm.pgtable.ensure(addr / PAGE_SIZE) : -1;
+    const slot =
+      mm.state === 'live' && mm.vmas.lookup(addr) === vma && vma.file === null
+        ? mm.pgtable.ensure(addr / PAGE_SIZE)
+        : -1;
     const f = slot < 0 ? -1 : arena.pteFlags[slot]!;
     if (f !== 0 && !(f === (f | Pte.PRESENT | Pte.SPECIAL) && arena.pteVal[slot] === ZERO_PFN)) {
       src[i] = e - MigratePfn.MIGRATE;
@@ -450,7 +468,12 @@ function finalize(ctx: MmContext, src: Float64Array, dst: Float64Array, n: numbe
  * by migration entries (CLEAR invalidations). `src[i]` gets MIGRATE for each collected frame and 0
  * for free or busy ones. EINVAL, with nothing changed, if a frame is not a device frame.
  */
-export async function migrateDeviceRange(ctx: MmContext, src: Float64Array, startPfn: number, npages: number): Promise<void> {
+export async function migrateDeviceRange(
+  ctx: MmContext,
+  src: Float64Array,
+  startPfn: number,
+  npages: number,
+): Promise<void> {
   const fn = 'migrate_device_range';
   if (!Number.isSafeInteger(startPfn) || !Number.isSafeInteger(npages) || npages <= 0) {
     throw einval(fn, `frames ${String(startPfn)}+${String(npages)} is not a range`);
@@ -473,7 +496,12 @@ export async function migrateDeviceRange(ctx: MmContext, src: Float64Array, star
 }
 
 /** Commits an eviction started by {@link migrateDeviceRange} (`migrate_device_pages`). */
-export function migrateDevicePages(ctx: MmContext, src: Float64Array, dst: Float64Array, npages: number): void {
+export function migrateDevicePages(
+  ctx: MmContext,
+  src: Float64Array,
+  dst: Float64Array,
+  npages: number,
+): void {
   checkDestinations(ctx, 'migrate_device_pages', src, dst, npages);
   const mem = ctx.mem;
   for (let i = 0; i < npages; i++) {
@@ -490,7 +518,12 @@ export function migrateDevicePages(ctx: MmContext, src: Float64Array, dst: Float
 }
 
 /** Ends an eviction (`migrate_device_finalize`), as {@link migrateVmaFinalize} does. */
-export function migrateDeviceFinalize(ctx: MmContext, src: Float64Array, dst: Float64Array, npages: number): void {
+export function migrateDeviceFinalize(
+  ctx: MmContext,
+  src: Float64Array,
+  dst: Float64Array,
+  npages: number,
+): void {
   finalize(ctx, src, dst, npages, -1);
 }
 

@@ -140,11 +140,15 @@ export class PhysMem {
    */
   addDeviceArena(nrFrames: number, ownerId: number): DeviceArena {
     if (!Number.isSafeInteger(nrFrames) || nrFrames <= 0) {
-      throw new HmmError('EINVAL', `device arena of ${String(nrFrames)} frames: need a positive whole number`);
+      throw new HmmError(
+        'EINVAL',
+        `device arena of ${String(nrFrames)} frames: need a positive whole number`,
+      );
     }
     const base = this.nrFrames;
     const n = base + nrFrames;
-    if (n > 0x7fffffff) throw new HmmError('ENOMEM', `device arena of ${nrFrames} frames exceeds 2^31 frames`);
+    if (n > 0x7fffffff)
+      throw new HmmError('ENOMEM', `device arena of ${nrFrames} frames exceeds 2^31 frames`);
     this.refcount = grow(this.refcount, n) as Int32Array;
     this.mapcount = grow(this.mapcount, n) as Uint16Array;
     this.pincount = grow(this.pincount, n) as Uint16Array;
@@ -172,7 +176,10 @@ export class PhysMem {
       throw new HmmError('EINVAL', `frame ${hex(pfn)} is not a device frame`);
     }
     if ((f & PG.ALLOCATED) !== 0 || this.refcount[pfn] !== 0) {
-      throw new HmmError('EBUSY', `device frame ${hex(pfn)} is already in use (refcount ${this.refcount[pfn]})`);
+      throw new HmmError(
+        'EBUSY',
+        `device frame ${hex(pfn)} is already in use (refcount ${this.refcount[pfn]})`,
+      );
     }
     this.flags[pfn] = PG.ZONE_DEVICE | PG.ALLOCATED;
     this.refcount[pfn] = 1;
@@ -246,7 +253,8 @@ export class PhysMem {
   /** RAM frames allocated and still referenced (for leak checks). */
   allocatedFrames(): number[] {
     const out: number[] = [];
-    for (let pfn = 1; pfn < this.nrRamFrames; pfn++) if ((this.flags[pfn]! & PG.ALLOCATED) !== 0) out.push(pfn);
+    for (let pfn = 1; pfn < this.nrRamFrames; pfn++)
+      if ((this.flags[pfn]! & PG.ALLOCATED) !== 0) out.push(pfn);
     return out;
   }
 
@@ -266,7 +274,11 @@ export class PhysMem {
 }
 
 /** A copy of `a` of length `n`, new elements set to `fill`. */
-function grow(a: Int32Array | Uint16Array | Uint32Array, n: number, fill = 0): Int32Array | Uint16Array | Uint32Array {
+function grow(
+  a: Int32Array | Uint16Array | Uint32Array,
+  n: number,
+  fill = 0,
+): Int32Array | Uint16Array | Uint32Array {
   const b = new (a.constructor as new (n: number) => typeof a)(n);
   b.set(a);
   if (fill !== 0) b.fill(fill, a.length);

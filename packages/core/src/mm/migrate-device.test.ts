@@ -1,0 +1,207 @@
+import { describe, expect, it } from 'vitest';
+import { ANON, P, RW, setup } from '../testing/fixtures.js';
+import { TestDevmemDriver } from '../testing/devmem-driver.js';
+import { MapFlag, Prot } from './constants.js';
+import { MemoryType, memremapPages, memunmapPages } from './memremap.js';
+import {
+  MigratePfn,
+  MigrateVmaSelect,
+  migratePfn,
+  migratePfnFlags,
+  migratePfnToPfn,
+  migrateVmaSetup,
+} from './migrate-device.js';
+import type { MigrateVma } from './migrate-device.js';
+import { RssCounter } from './mm-struct.js';
+import { PteType, pteType } from './pgtable.js';
+import type { Machine } from '../system/machine.js';
+import type { Process } from './process.js';
+
+function entryType(m: Machine, p: Process, addr: number): number {
+  const slot = p.mm.pgtable.lookup(addr / P);
+  return slot < 0 ? -1 : pteType(m.mm.arena.pteFlags[slot]!);
+}
+
+async function filled(p: Process, pages: number): Promise<number> {
+  const a = await p.mmap({ length: pages * P, prot: RW, flags: ANON });
+  for (let i = 0; i < pages; i++) await p.writeU32(a + i * P, 1000 + i);
+  return a;
+}
+
+describe('migrate pfn entries', () => {
+  it('encode a frame above the flag bits', () => {
+    const e = migratePfn(0x12345) | MigratePfn.MIGRATE;
+    expect(migratePfnToPfn(e)).toBe(0x12345);
+    expect(migratePfnFlags(e)).toBe(MigratePfn.VALID | MigratePfn.MIGRATE);
+    expect(migratePfnToPfn(MigratePfn.MIGRATE)).toBe(-1);
+  });
+});
+
+describe('memremap_pages', () => {
+  it('refuses a private pagemap without migrateToRam, an owner or a free op', () => {
+    const { m } = setup();
+    const ops = { pageFree: () => {} };
+    expect(() =>
+      memremapPages(m.mm, { type: MemoryType.DEVICE_PRIVATE, bytes: 16 * P, owner: {}, ops }),
+    ).toThrow(/migrateToRam/);
+    expect(() =>
+      memremapPages(m.mm, { type: MemoryType.DEVICE_COHERENT, bytes: 16 * P, owner: null, ops }),
+    ).toThrow(/owner/);
+    expect(() =>
+      memremapPages(m.mm, { type: MemoryType.DEVICE_COHERENT, bytes: 16 * P, owner: {}, ops: {} as never }),
+    ).toThrow(/pageFree/);
+    expect(() =>
+      memremapPages(m.mm, { type: MemoryType.DEVICE_COHERENT, bytes: 100, owner: {}, ops }),
+    ).toThrow(/pages/);
+    expect(m.mm.mem.nrFrames).toBe(m.mm.mem.nrRamFrames);
+  });
+
+  it('adds device frames above RAM, reuses them after removal, refuses removal twice', () => {
+    const { m } = setup();
+    const ops = { pageFree: () => {} };
+    const a = memremapPages(m.mm, { type: MemoryType.DEVICE_COHERENT, bytes: 16 * P, owner: {}, ops });
+    expect(a.basePfn).toBe(m.mm.mem.nrRamFrames);
+    memunmapPages(m.mm, a);
+    expect(() => memunmapPages(m.mm, a)).toThrow(/already removed/);
+    const b = memremapPages(m.mm, { type: MemoryType.DEVICE_COHERENT, bytes: 16 * P, owner: {}, ops });
+    expect(b.basePfn).toBe(a.basePfn);
+    expect(m.mm.mem.nrFrames).toBe(m.mm.mem.nrRamFrames + 16);
+  });
+});
+
+describe('migrate_vma to device-private memory and back', () => {
+  it('leaves device-private entries that count in RSS; a CPU read migrates the page back', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 4);
+    expect(await drv.toDevice(p, a, 4)).toBe(4);
+    expect(entryType(m, p, a)).toBe(PteType.DEVICE_PRIVATE_WRITE);
+    expect(p.mm.rss[RssCounter.ANON]).toBe(4);
+    expect(m.stats().usedPages).toBe(0);
+    expect(drv.devmem.nrAllocated).toBe(4);
+    m.checkInvariants();
+    expect(await p.readU32(a + 2 * P)).toBe(1002);
+    expect(drv.faultsToRam).toBe(1);
+    expect(entryType(m, p, a + 2 * P)).toBe(PteType.NONE);
+    expect(drv.devmem.nrAllocated).toBe(3);
+    m.checkInvariants();
+    expect(await drv.toSystem(p, a, 4)).toBe(3);
+    for (let i = 0; i < 4; i++) expect(await p.readU32(a + i * P)).toBe(1000 + i);
+    expect(drv.devmem.nrAllocated).toBe(0);
+    m.checkInvariants();
+  });
+
+  it('fills empty and zero-page slots with zeroed device pages', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await p.mmap({ length: 2 * P, prot: RW, flags: ANON });
+    await p.readU32(a + P); // zero page
+    expect(await drv.toDevice(p, a, 2)).toBe(2);
+    expect(await p.readU32(a)).toBe(0);
+    expect(await p.readU32(a + P)).toBe(0);
+    m.checkInvariants();
+  });
+
+  it('does not collect pinned pages, shared-memory pages go nowhere', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 2);
+    const pins = await p.pinUserPages(a, 1, 0);
+    expect(await drv.toDevice(p, a, 2)).toBe(1);
+    p.unpinUserPages(pins);
+    const s = await p.mmap({ length: P, prot: RW, flags: MapFlag.SHARED | MapFlag.ANONYMOUS });
+    await p.writeU32(s, 7);
+    expect(await drv.toDevice(p, s, 1)).toBe(0);
+    expect(await p.readU32(s)).toBe(7);
+    expect(drv.devmem.nrAllocated).toBe(1);
+    m.checkInvariants();
+  });
+
+  it('fork shares a device page read-only; a write in the parent migrates back and copies', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 2);
+    await drv.toDevice(p, a, 2);
+    const c = await p.fork();
+    expect(entryType(m, p, a)).toBe(PteType.DEVICE_PRIVATE_READ);
+    expect(entryType(m, c, a)).toBe(PteType.DEVICE_PRIVATE_READ);
+    m.checkInvariants();
+    await p.writeU32(a, 5);
+    expect(await p.readU32(a)).toBe(5);
+    expect(await c.readU32(a)).toBe(1000);
+    expect(await c.readU32(a + P)).toBe(1001);
+    m.checkInvariants();
+    await c.exit();
+    await p.exit();
+    expect(drv.devmem.nrAllocated).toBe(0);
+    expect(m.mm.mem.allocatedFrames()).toEqual([]);
+  });
+
+  it('GUP faults a device-private page back to RAM', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 1);
+    await drv.toDevice(p, a, 1);
+    const pfns = await p.getUserPages(a, 1, 0);
+    expect(pfns[0]).toBeLessThan(m.mm.mem.nrRamFrames);
+    p.putUserPages(pfns);
+    expect(drv.devmem.nrAllocated).toBe(0);
+  });
+
+  it('munmap drops device pages; release evicts what is left', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 4);
+    await drv.toDevice(p, a, 4);
+    await p.munmap(a, 2 * P);
+    expect(drv.devmem.nrAllocated).toBe(2);
+    await drv.devmem.release();
+    expect(drv.devmem.nrAllocated).toBe(0);
+    expect(entryType(m, p, a + 2 * P)).toBe(PteType.NONE);
+    expect(await p.readU32(a + 3 * P)).toBe(1003);
+    m.checkInvariants();
+  });
+
+  it('mprotect read-only makes device-private entries read-only', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 1);
+    await drv.toDevice(p, a, 1);
+    await p.mprotect(a, P, Prot.READ);
+    expect(entryType(m, p, a)).toBe(PteType.DEVICE_PRIVATE_READ);
+    m.checkInvariants();
+  });
+});
+
+describe('migrate_vma_setup errors', () => {
+  it('rejects bad ranges and leaves the page table alone', async () => {
+    const { m, p } = setup();
+    const a = await filled(p, 2);
+    const vma = p.mm.vmas.lookup(a)!;
+    const base: MigrateVma = {
+      vma,
+      start: a,
+      end: a + 2 * P,
+      src: new Float64Array(2),
+      dst: new Float64Array(2),
+      pgmapOwner: {},
+      flags: MigrateVmaSelect.SYSTEM,
+      cpages: 0,
+      npages: 0,
+    };
+    await p.mm.mmapLock.read();
+    try {
+      await expect(migrateVmaSetup({ ...base, end: a })).rejects.toThrow(/EINVAL.*empty/);
+      await expect(migrateVmaSetup({ ...base, start: a + 1 })).rejects.toThrow(/aligned/);
+      await expect(migrateVmaSetup({ ...base, end: a + 3 * P })).rejects.toThrow(/inside/);
+      await expect(migrateVmaSetup({ ...base, src: new Float64Array(1) })).rejects.toThrow(/at least 2/);
+      await expect(migrateVmaSetup({ ...base, flags: 64 })).rejects.toThrow(/select flags/);
+      await expect(migrateVmaSetup({ ...base, faultPage: 3 })).rejects.toThrow(/faultPage/);
+    } finally {
+      p.mm.mmapLock.readUnlock();
+    }
+    await expect(migrateVmaSetup(base)).rejects.toThrow(/mmap lock/);
+    expect(entryType(m, p, a)).toBe(PteType.NONE);
+    m.checkInvariants();
+  });
+});

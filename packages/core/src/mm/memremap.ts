@@ -165,6 +165,7 @@ export function memunmapPages(ctx: MmContext, pgmap: DevPagemap): void {
   }
   const busy = framesInUse(ctx, pgmap);
   if (busy.length > 0) {
+    ctx.onMemunmapBusy?.(pgmap, busy);
     const mem = ctx.mem;
     const list = busy
       .slice(0, 8)

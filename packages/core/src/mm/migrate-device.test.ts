@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { ANON, P, RW, setup } from '../testing/fixtures.js';
+import { ANON, P, RW, pfnAt, setup } from '../testing/fixtures.js';
+import { HmmPfn, hmmPfnFlags, hmmPfnToPfn } from '../hmm/hmm-range-fault.js';
+import { hmmRangeFaultLoop } from '../hmm/hmm-range-fault-loop.js';
+import { mmuIntervalNotifierInsert } from '../hmm/mmu-interval-notifier.js';
+import { Mutex } from '../sim/locks.js';
 import { TestDevmemDriver } from '../testing/devmem-driver.js';
-import { MapFlag, Prot } from './constants.js';
+import { Foll, MapFlag, Prot } from './constants.js';
 import { MemoryType, memremapPages, memunmapPages } from './memremap.js';
 import {
   MigratePfn,
@@ -9,11 +13,13 @@ import {
   migratePfn,
   migratePfnFlags,
   migratePfnToPfn,
+  migrateVmaFinalize,
+  migrateVmaPages,
   migrateVmaSetup,
 } from './migrate-device.js';
 import type { MigrateVma } from './migrate-device.js';
 import { RssCounter } from './mm-struct.js';
-import { PteType, pteType } from './pgtable.js';
+import { Pte, PteType, pteType } from './pgtable.js';
 import type { Machine } from '../system/machine.js';
 import type { Process } from './process.js';
 
@@ -203,5 +209,160 @@ describe('migrate_vma_setup errors', () => {
     await expect(migrateVmaSetup(base)).rejects.toThrow(/mmap lock/);
     expect(entryType(m, p, a)).toBe(PteType.NONE);
     m.checkInvariants();
+  });
+});
+
+describe('device-coherent memory', () => {
+  it('maps coherent pages by normal PTEs; plain GUP keeps them, FOLL_LONGTERM moves them to RAM', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m, MemoryType.DEVICE_COHERENT);
+    const a = await filled(p, 2);
+    expect(await drv.toDevice(p, a, 2)).toBe(2);
+    const slot = p.mm.pgtable.lookup(a / P);
+    expect(m.mm.arena.pteFlags[slot]! & Pte.PRESENT).toBe(Pte.PRESENT);
+    expect(m.mm.arena.pteVal[slot]).toBeGreaterThanOrEqual(m.mm.mem.nrRamFrames);
+    expect(await p.readU32(a)).toBe(1000); // the CPU reads device memory directly
+    const got = await p.getUserPages(a, 1, 0);
+    expect(got[0]).toBeGreaterThanOrEqual(m.mm.mem.nrRamFrames);
+    p.putUserPages(got);
+    const pinned = await p.pinUserPages(a + P, 1, Foll.LONGTERM);
+    expect(pinned[0]).toBeLessThan(m.mm.mem.nrRamFrames);
+    expect(await p.readU32(a + P)).toBe(1001);
+    p.unpinUserPages(pinned);
+    expect(drv.devmem.nrAllocated).toBe(1);
+    m.checkInvariants();
+    expect(await drv.toSystem(p, a, 2)).toBe(1);
+    expect(drv.devmem.nrAllocated).toBe(0);
+    expect(await p.readU32(a)).toBe(1000);
+    m.checkInvariants();
+  });
+
+  it('a CPU write to a coherent page shared by fork copies it into RAM', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m, MemoryType.DEVICE_COHERENT);
+    const a = await filled(p, 1);
+    await drv.toDevice(p, a, 1);
+    const c = await p.fork();
+    await c.writeU32(a, 9);
+    expect(await p.readU32(a)).toBe(1000);
+    expect(await c.readU32(a)).toBe(9);
+    expect(pfnAt(m, c, a)).toBeLessThan(m.mm.mem.nrRamFrames);
+    m.checkInvariants();
+  });
+});
+
+describe('hmm_range_fault and device-private pages', () => {
+  it("reports the owner's pages with the device frame and faults other owners' pages back", async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 2);
+    await drv.toDevice(p, a, 2);
+    const sub = mmuIntervalNotifierInsert(p.mm, a, 2 * P, { invalidate: () => true });
+    const run = (owner: unknown, flags: number) =>
+      hmmRangeFaultLoop({
+        notifier: sub,
+        start: a,
+        end: a + 2 * P,
+        defaultFlags: flags,
+        devPrivateOwner: owner,
+        driverLock: new Mutex(m.sched, 'l'),
+        commit: () => {},
+      });
+    const mine = await m.sched.runTask('mine', () => run(drv.owner, HmmPfn.REQ_FAULT | HmmPfn.REQ_WRITE));
+    expect(hmmPfnFlags(mine.hmmPfns[0]!)).toBe(HmmPfn.VALID | HmmPfn.WRITE);
+    expect(hmmPfnToPfn(mine.hmmPfns[0]!)).toBeGreaterThanOrEqual(m.mm.mem.nrRamFrames);
+    expect(drv.faultsToRam).toBe(0);
+    const snap = await m.sched.runTask('snap', () => run({}, 0));
+    expect(snap.hmmPfns[0]).toBe(0);
+    const other = await m.sched.runTask('other', () => run({}, HmmPfn.REQ_FAULT));
+    expect(drv.faultsToRam).toBe(2);
+    expect(hmmPfnToPfn(other.hmmPfns[1]!)).toBeLessThan(m.mm.mem.nrRamFrames);
+    expect(await p.readU32(a + P)).toBe(1001);
+    m.checkInvariants();
+  });
+});
+
+describe('races with a migration in flight', () => {
+  it('a CPU access during the copy waits on the migration entry and sees the data', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 1);
+    const owner = drv.owner;
+    const seen: string[] = [];
+    m.sched.spawn('migrate', async () => {
+      await p.mm.mmapLock.read();
+      const args: MigrateVma = {
+        vma: p.mm.vmas.lookup(a)!,
+        start: a,
+        end: a + P,
+        src: new Float64Array(1),
+        dst: new Float64Array(1),
+        pgmapOwner: owner,
+        flags: MigrateVmaSelect.SYSTEM,
+        cpages: 0,
+        npages: 0,
+      };
+      await migrateVmaSetup(args);
+      seen.push(`setup ${entryType(m, p, a)}`);
+      const d = drv.devmem.allocPage();
+      m.mm.mem.copyFrame(d, migratePfnToPfn(args.src[0]!));
+      args.dst[0] = migratePfn(d);
+      await m.sched.sleep(50_000); // the copy takes time
+      await migrateVmaPages(args);
+      migrateVmaFinalize(args);
+      seen.push('finalized');
+      p.mm.mmapLock.readUnlock();
+    });
+    m.sched.spawn('cpu', async () => {
+      await m.sched.sleep(10_000);
+      const v = await p.readU32(a);
+      seen.push(`cpu read ${v}`);
+    });
+    await m.sched.run();
+    expect(seen).toEqual([`setup ${PteType.MIGRATION_WRITE}`, 'finalized', 'cpu read 1000']);
+    expect(drv.faultsToRam).toBe(1); // the read found the device-private entry and migrated back
+    m.checkInvariants();
+  });
+
+  it('munmap during the migration drops the page; finalize frees both frames', async () => {
+    const { m, p } = setup();
+    const drv = new TestDevmemDriver(m);
+    const a = await filled(p, 2);
+    m.sched.spawn('migrate', async () => {
+      await p.mm.mmapLock.read();
+      const args: MigrateVma = {
+        vma: p.mm.vmas.lookup(a)!,
+        start: a,
+        end: a + 2 * P,
+        src: new Float64Array(2),
+        dst: new Float64Array(2),
+        pgmapOwner: drv.owner,
+        flags: MigrateVmaSelect.SYSTEM,
+        cpages: 0,
+        npages: 0,
+      };
+      await migrateVmaSetup(args);
+      for (let i = 0; i < 2; i++) {
+        const d = drv.devmem.allocPage();
+        m.mm.mem.copyFrame(d, migratePfnToPfn(args.src[i]!));
+        args.dst[i] = migratePfn(d);
+      }
+      // Drop the lock while "copying" (as drivers that copy asynchronously may): munmap gets in.
+      p.mm.mmapLock.readUnlock();
+      await m.sched.sleep(50_000);
+      await migrateVmaPages(args);
+      migrateVmaFinalize(args);
+    });
+    m.sched.spawn('unmap', async () => {
+      await m.sched.sleep(10_000);
+      await p.munmap(a, P);
+    });
+    await m.sched.run();
+    expect(drv.devmem.nrAllocated).toBe(1);
+    expect(await p.readU32(a + P)).toBe(1001);
+    m.checkInvariants();
+    await p.exit();
+    expect(drv.devmem.nrAllocated).toBe(0);
+    expect(m.mm.mem.allocatedFrames()).toEqual([]);
   });
 });

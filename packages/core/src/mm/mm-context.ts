@@ -48,6 +48,8 @@ export class MmContext {
    * destination frame). Installed by the sanitizer to check migrated data; null when unused.
    */
   onMigratePage: ((srcPfn: number, dstPfn: number) => void) | null = null;
+  /** Called when `memunmapPages` refuses because frames are still in use (sanitizer hook); null when unused. */
+  onMemunmapBusy: ((pgmap: DevPagemap, frames: readonly number[]) => void) | null = null;
   /** Sleepers on frame locks (the kernel's hashed folio wait table, as one queue). */
   readonly pageLockWait: WaitQueue;
   private readonly mms: (MmStruct | undefined)[] = [undefined];

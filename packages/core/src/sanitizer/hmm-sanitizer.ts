@@ -12,6 +12,17 @@
  *   table maps the same frame writable (not a read-only, zero or copy-on-write page);
  * - **stale access**: a device access through a mapping whose frame the CPU no longer maps there.
  *
+ * A device-private or device-exclusive entry of the CPU page table counts as the CPU mapping its
+ * frame (writable as the entry and VMA allow); a migration entry as mapping the old frame read-only,
+ * so a device write to a page in flight is caught. Device-memory rules, checked from the moment the
+ * sanitizer exists:
+ * - **migrated data**: when a migration commits, the destination must hold the source's bytes
+ *   (zeros for an empty slot): the driver copied before `migrate_vma_pages`, as it must;
+ * - **pagemap busy**: a pagemap removed while its frames are still mapped or referenced;
+ * - **pinned device page** (in {@link HmmSanitizer.checkAll}): a device-private page with a pin;
+ * - **device page leak** (in {@link HmmSanitizer.checkAll}): a device frame in use that nothing maps,
+ *   pins or locks (a reference a driver forgot to drop).
+ *
  * A violation is a {@link SanitizerViolation}; in `'throw'` mode a device access that breaks a rule
  * fails with it, and every violation is also recorded in {@link HmmSanitizer.violations}.
  *
@@ -26,11 +37,20 @@ import type { MmStruct } from '../mm/mm-struct.js';
 import type { MmuNotifierRange } from '../mm/mmu-notifier-hooks.js';
 import { NOTIFY_EVENT_NAMES, NotifyEvent } from '../mm/mmu-notifier-hooks.js';
 import { PG } from '../mm/page-flags.js';
-import { Pte } from '../mm/pgtable.js';
+import { Pte, PteType, pteType } from '../mm/pgtable.js';
+import { isDevicePrivatePage, pagemapOf } from '../mm/memremap.js';
 import { MmuNotifierSubscriptions } from '../hmm/mmu-interval-notifier.js';
 
 /** Which rule a violation broke. */
-export type SanitizerRule = 'stale-mapping' | 'freed-frame' | 'write-beyond-cpu' | 'stale-access';
+export type SanitizerRule =
+  | 'stale-mapping'
+  | 'freed-frame'
+  | 'write-beyond-cpu'
+  | 'stale-access'
+  | 'migrated-data'
+  | 'pagemap-busy'
+  | 'pinned-device-page'
+  | 'device-page-leak';
 
 /** A broken mirroring contract, with where and what. */
 export class SanitizerViolation extends HmmError {
@@ -46,9 +66,11 @@ export class SanitizerViolation extends HmmError {
   ) {
     super(
       'EFAULT',
-      `sanitizer: ${rule} on ${device} asid ${asid} at ${hex(vaddr)} (frame ${hex(pfn)}): ${message}`,
+      asid < 0
+        ? `sanitizer: ${rule} on ${device} (frame ${hex(pfn)}): ${message}`
+        : `sanitizer: ${rule} on ${device} asid ${asid} at ${hex(vaddr)} (frame ${hex(pfn)}): ${message}`,
       {
-        address: vaddr,
+        ...(vaddr >= 0 ? { address: vaddr } : {}),
         kernelRef: 'Documentation/mm/hmm.rst',
       },
     );
@@ -70,11 +92,65 @@ export class HmmSanitizer {
   private readonly observed = new Set<SimDevice>();
   private readonly subscribed = new Set<MmStruct>();
 
+  private readonly bufA = new Uint8Array(PAGE_SIZE);
+  private readonly bufB = new Uint8Array(PAGE_SIZE);
+
   constructor(
     readonly ctx: MmContext,
     /** `'throw'`: a device access that breaks a rule fails; `'record'`: only record. */
     public mode: 'throw' | 'record' = 'throw',
-  ) {}
+  ) {
+    const prevMigrate = ctx.onMigratePage;
+    ctx.onMigratePage = (src, dst) => {
+      prevMigrate?.(src, dst);
+      this.onMigratePage(src, dst);
+    };
+    const prevBusy = ctx.onMemunmapBusy;
+    ctx.onMemunmapBusy = (pgmap, frames) => {
+      prevBusy?.(pgmap, frames);
+      for (const pfn of frames.slice(0, 16)) {
+        this.report(
+          new SanitizerViolation(
+            'pagemap-busy',
+            pgmap.name,
+            -1,
+            -1,
+            pfn,
+            null,
+            `the pagemap is being removed while the frame is still in use (refcount ${ctx.mem.refcount[pfn]}, mapcount ${ctx.mem.mapcount[pfn]})`,
+          ),
+          false,
+        );
+      }
+    };
+  }
+
+  /** A committed migration: the destination must hold what the source held (zeros for none). */
+  private onMigratePage(src: number, dst: number): void {
+    const content = this.ctx.mem.content;
+    const a = this.bufA;
+    const b = this.bufB;
+    if (src >= 0) content.read(src, 0, a, 0, PAGE_SIZE);
+    else a.fill(0);
+    content.read(dst, 0, b, 0, PAGE_SIZE);
+    for (let i = 0; i < PAGE_SIZE; i++) {
+      if (a[i] !== b[i]) {
+        this.report(
+          new SanitizerViolation(
+            'migrated-data',
+            pagemapOf(this.ctx, dst)?.name ?? pagemapOf(this.ctx, src)?.name ?? 'ram',
+            -1,
+            -1,
+            dst,
+            null,
+            `migration committed ${src >= 0 ? `frame ${hex(src)}` : 'an empty slot'} to frame ${hex(dst)}, whose byte ${i} differs (${b[i]} instead of ${a[i]}): the data was not copied before migrate_vma_pages`,
+          ),
+          false,
+        );
+        return;
+      }
+    }
+  }
 
   /**
    * Declares that `device` mirrors `mm` in address-space context `asid`. `owner` is the driver's
@@ -103,12 +179,18 @@ export class HmmSanitizer {
     if (mm.state === 'dead') return { pfn: -1, writable: false };
     const slot = mm.pgtable.lookup(vpn);
     const f = slot < 0 ? 0 : this.ctx.arena.pteFlags[slot]!;
-    if ((f & Pte.PRESENT) === 0) return { pfn: -1, writable: false };
+    if (f === 0) return { pfn: -1, writable: false };
     const vma = mm.vmas.lookup(vpn * PAGE_SIZE);
-    return {
-      pfn: this.ctx.arena.pteVal[slot]!,
-      writable: (f & Pte.WRITE) !== 0 && vma !== undefined && vma.writable,
-    };
+    const vmaWritable = vma !== undefined && vma.writable;
+    const pfn = this.ctx.arena.pteVal[slot]!;
+    if ((f & Pte.PRESENT) !== 0) return { pfn, writable: (f & Pte.WRITE) !== 0 && vmaWritable };
+    const t = pteType(f);
+    if (t === PteType.DEVICE_PRIVATE_READ || t === PteType.MIGRATION_READ || t === PteType.MIGRATION_WRITE) {
+      return { pfn, writable: false };
+    }
+    if (t === PteType.DEVICE_PRIVATE_WRITE || t === PteType.DEVICE_EXCLUSIVE)
+      return { pfn, writable: vmaWritable };
+    return { pfn: -1, writable: false };
   }
 
   private pinned(pfn: number): boolean {
@@ -206,6 +288,37 @@ export class HmmSanitizer {
    */
   checkAll(): SanitizerViolation[] {
     const found: SanitizerViolation[] = [];
+    const mem = this.ctx.mem;
+    for (let pfn = mem.nrRamFrames; pfn < mem.nrFrames; pfn++) {
+      const f = mem.flags[pfn]!;
+      if ((f & PG.ALLOCATED) === 0) continue;
+      const name = pagemapOf(this.ctx, pfn)?.name ?? 'device';
+      if (mem.pincount[pfn]! > 0 && isDevicePrivatePage(this.ctx, pfn)) {
+        found.push(
+          new SanitizerViolation(
+            'pinned-device-page',
+            name,
+            -1,
+            -1,
+            pfn,
+            null,
+            `a device-private page has ${mem.pincount[pfn]} pin(s); GUP must never return one`,
+          ),
+        );
+      } else if (mem.mapcount[pfn] === 0 && mem.pincount[pfn] === 0 && (f & PG.LOCKED) === 0) {
+        found.push(
+          new SanitizerViolation(
+            'device-page-leak',
+            name,
+            -1,
+            -1,
+            pfn,
+            null,
+            `the device page is in use (refcount ${mem.refcount[pfn]}) but nothing maps, pins or locks it: a reference was not dropped`,
+          ),
+        );
+      }
+    }
     for (const w of this.watched) {
       const mmu = w.device.findMmu(w.asid);
       if (mmu === undefined) continue;

@@ -181,6 +181,8 @@ export class Scheduler {
   #current: Task<unknown> | null = null;
   #handBack: (() => void) | null = null;
   #running = false;
+  /** The last tasks that failed, for deadlock reports (a failed task often holds what others wait on). */
+  readonly #recentFailures: string[] = [];
   #nextId = 1;
 
   constructor(options: SchedulerOptions = {}) {
@@ -290,9 +292,13 @@ export class Scheduler {
       const stuck = [...this.#blocked].filter((t) => !t.daemon);
       if (stuck.length > 0) {
         const list = stuck.map((t) => `${t.toString()} waiting on ${reasonText(t.blockedOn)}`).join('; ');
+        const failed =
+          this.#recentFailures.length > 0
+            ? `; tasks that failed earlier: ${this.#recentFailures.join('; ')}`
+            : '';
         throw new HmmError(
           'EDEADLK',
-          `deadlock: no task can run and no timer is pending, but ${stuck.length} task(s) are blocked: ${list}`,
+          `deadlock: no task can run and no timer is pending, but ${stuck.length} task(s) are blocked: ${list}${failed}`,
         );
       }
       return 'idle';
@@ -472,6 +478,8 @@ export class Scheduler {
     } else {
       task.error = value;
       task.reject(value);
+      this.#recentFailures.push(`${task.toString()}: ${errorText(value)}`);
+      if (this.#recentFailures.length > 4) this.#recentFailures.shift();
     }
     if (this.#trace.enabled('sched.end')) {
       this.#trace.emit({

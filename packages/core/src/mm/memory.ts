@@ -290,8 +290,14 @@ async function doDevicePrivateFault(
     );
   }
   mem.refcount[pv]!++;
+  const bus = ctx.trace;
+  const write = (flags & FaultFlag.WRITE) !== 0;
+  if (bus.enabled('mm.migrate_to_ram')) {
+    bus.emit({ type: 'mm.migrate_to_ram', ts: ctx.sched.now, mm: vma.mm.id, address: addr, pfn: pv, write });
+  }
+  bus.count('mm.fault.device-private');
   try {
-    await pgmap.ops.migrateToRam({ vma, address: addr, page: pv, write: (flags & FaultFlag.WRITE) !== 0 });
+    await pgmap.ops.migrateToRam({ vma, address: addr, page: pv, write });
   } catch (e) {
     if (e instanceof HmmError && e.code === 'ENOMEM') throw e;
     throw new HmmError(

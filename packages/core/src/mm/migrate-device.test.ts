@@ -93,6 +93,9 @@ describe('migrate_vma to device-private memory and back', () => {
     m.checkInvariants();
     expect(await drv.toSystem(p, a, 4)).toBe(3);
     for (let i = 0; i < 4; i++) expect(await p.readU32(a + i * P)).toBe(1000 + i);
+    // 4 pages out, 1 back by the CPU fault, 3 back by MIGRATE_TO_SYS.
+    expect(m.trace.counter('mm.migrate.pages')).toBe(8);
+    expect(m.trace.counter('mm.fault.device-private')).toBe(1);
     expect(drv.devmem.nrAllocated).toBe(0);
     m.checkInvariants();
   });

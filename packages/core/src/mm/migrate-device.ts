@@ -33,6 +33,7 @@ import { PG } from './page-flags.js';
 import { Pte, PteType, nonPresentFlags, pteType } from './pgtable.js';
 import { ZERO_PFN } from './physmem.js';
 import type { Vma } from './vma.js';
+import { traceMigrate } from './trace-events.js';
 
 /** Flags of a migrate pfn entry (`MIGRATE_PFN_*`). */
 export const MigratePfn = {
@@ -234,6 +235,7 @@ export async function migrateVmaSetup(args: MigrateVma): Promise<void> {
   }
   notifyEnd(mm, range);
   args.cpages -= await unmapCollected(ctx, src, n, faultPage);
+  traceMigrate(ctx, mm.id, start, end, 'setup', args.cpages, 0);
   await chargeCpu(ctx, args.cpages);
 }
 
@@ -435,16 +437,28 @@ export async function migrateVmaPages(args: MigrateVma): Promise<void> {
  */
 export function migrateVmaFinalize(args: MigrateVma): void {
   const n = (args.end - args.start) / PAGE_SIZE;
-  finalize(args.vma.mm.ctx, args.src, args.dst, n, args.faultPage ?? -1);
+  const ctx = args.vma.mm.ctx;
+  const [moved, restored] = finalize(ctx, args.src, args.dst, n, args.faultPage ?? -1);
+  traceMigrate(ctx, args.vma.mm.id, args.start, args.end, 'finalize', moved, restored);
 }
 
-function finalize(ctx: MmContext, src: Float64Array, dst: Float64Array, n: number, faultPage: number): void {
+/** Ends a migration; returns [pages moved, collected pages restored]. */
+function finalize(
+  ctx: MmContext,
+  src: Float64Array,
+  dst: Float64Array,
+  n: number,
+  faultPage: number,
+): [number, number] {
   const mem = ctx.mem;
+  let nMoved = 0;
+  let nRestored = 0;
   for (let i = 0; i < n; i++) {
     const e = src[i]!;
     const s = migratePfnToPfn(e);
     const d = migratePfnToPfn(dst[i]!);
     const moved = (e & MigratePfn.MIGRATE) !== 0 && d >= 0;
+    if (moved) nMoved++;
     if (s >= 0) {
       if (moved) {
         removeMigrationPtes(ctx, s, d);
@@ -452,6 +466,7 @@ function finalize(ctx: MmContext, src: Float64Array, dst: Float64Array, n: numbe
         ctx.putPage(s);
       } else {
         restorePage(ctx, s, faultPage);
+        nRestored++;
       }
     }
     if (d >= 0) {
@@ -460,6 +475,7 @@ function finalize(ctx: MmContext, src: Float64Array, dst: Float64Array, n: numbe
       ctx.putPage(d);
     }
   }
+  return [nMoved, nRestored];
 }
 
 /**

@@ -14,6 +14,22 @@ declare module '../sim/trace.js' {
     'mm.reclaim': { pfn: number; how: 'swap' | 'discard' | 'writeback' | 'drop' };
     /** An invalidation range started. Kernel: `mmu_notifier_invalidate_range_start`. */
     'mm.invalidate': { mm: number; start: number; end: number; event: string; blockable: boolean };
+    /**
+     * A migration collected its pages (`phase: 'setup'`, `pages` = entries marked MIGRATE) or ended
+     * (`'finalize'`, `pages` = pages that moved, `restored` = collected pages put back). `mm` is -1 for
+     * an eviction by frame number. Kernel: `migrate_vma_*` have no tracepoint; `mm_migrate_pages` is
+     * the closest.
+     */
+    'mm.migrate': {
+      mm: number;
+      start: number;
+      end: number;
+      phase: 'setup' | 'finalize';
+      pages: number;
+      restored: number;
+    };
+    /** A CPU access found a device-private entry and asked its owner to migrate the page back. */
+    'mm.migrate_to_ram': { mm: number; address: number; pfn: number; write: boolean };
     /** A memory system call completed. */
     'mm.syscall': { mm: number; call: string; address: number; length: number };
   }
@@ -59,4 +75,21 @@ export function traceSyscall(
   const bus = ctx.trace;
   if (bus.enabled('mm.syscall'))
     bus.emit({ type: 'mm.syscall', ts: ctx.sched.now, mm, call, address, length });
+}
+
+/** Emits an `mm.migrate` event if anyone listens, and counts pages migrated. */
+export function traceMigrate(
+  ctx: MmContext,
+  mm: number,
+  start: number,
+  end: number,
+  phase: 'setup' | 'finalize',
+  pages: number,
+  restored: number,
+): void {
+  const bus = ctx.trace;
+  if (bus.enabled('mm.migrate')) {
+    bus.emit({ type: 'mm.migrate', ts: ctx.sched.now, mm, start, end, phase, pages, restored });
+  }
+  if (phase === 'finalize') bus.count('mm.migrate.pages', pages);
 }

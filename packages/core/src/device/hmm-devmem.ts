@@ -196,6 +196,9 @@ export class HmmDevmem {
         const from: number[] = [];
         const to: number[] = [];
         const idx: number[] = [];
+        // Destinations count only once their copy has arrived: on any failure (no RAM, a failed
+        // copy) the ones not copied are given back and their pages stay for the next round.
+        let copied = 0;
         try {
           for (let i = 0; i < c.nrPages; i++) {
             if ((src[i]! & MigratePfn.MIGRATE) === 0) continue;
@@ -206,16 +209,15 @@ export class HmmDevmem {
             to.push(d);
             idx.push(i);
           }
-          const copied = from.length === 0 ? 0 : await doCopy(from, to);
+          copied = from.length === 0 ? 0 : await doCopy(from, to);
+        } finally {
           for (let k = copied; k < idx.length; k++) {
-            // Not copied: give the destination back, the page stays where it is for the next round.
             const i = idx[k]!;
             const d = migratePfnToPfn(dst[i]!);
             dst[i] = 0;
             unlockPage(ctx, d);
             ctx.putPage(d);
           }
-        } finally {
           migrateDevicePages(ctx, src, dst, c.nrPages);
           migrateDeviceFinalize(ctx, src, dst, c.nrPages);
         }

@@ -260,7 +260,7 @@ export async function getUserPagesInternal(
 /**
  * If `vpn` maps a device-coherent page, migrates it to RAM so it can be pinned long-term
  * (`migrate_longterm_unpinnable_folios` → `migrate_device_coherent_folio`) and returns true.
- * ENOMEM when the page cannot be moved (it is pinned or being migrated).
+ * EBUSY when the page cannot be moved (it is pinned or held), as `migrate_device_coherent_folio` fails.
  */
 async function migrateCoherentForLongterm(ctx: MmContext, mm: MmStruct, vpn: number): Promise<boolean> {
   const slot = mm.pgtable.lookup(vpn);
@@ -272,7 +272,7 @@ async function migrateCoherentForLongterm(ctx: MmContext, mm: MmStruct, vpn: num
   }
   if (!(await migrateDeviceCoherentPage(ctx, pfn))) {
     throw new HmmError(
-      'ENOMEM',
+      'EBUSY',
       `pin_user_pages(FOLL_LONGTERM): device-coherent page ${hex(pfn)} at ${hex(vpn * PAGE_SIZE)} could not be migrated to RAM (pinned or busy)`,
       { address: vpn * PAGE_SIZE, kernelRef: 'mm/gup.c:migrate_longterm_unpinnable_folios' },
     );

@@ -56,12 +56,6 @@ export interface DevPagemapOps {
    * anything else as SIGBUS. Returning without migrating makes the CPU retry.
    */
   migrateToRam?(fault: MigrateToRamFault): Promise<void>;
-  /**
-   * The frame whose bytes hold the data of device frame `pfn`, when the driver keeps the data
-   * elsewhere (the kernel's test driver backs each device-private page with a system page). Default:
-   * the frame itself. Used by the sanitizer to check migrated data.
-   */
-  dataFrame?(pfn: number): number;
 }
 
 /** What a driver asks {@link memremapPages} for (`struct dev_pagemap` before it is mapped). */

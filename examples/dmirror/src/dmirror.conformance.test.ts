@@ -1,5 +1,5 @@
 /** The dmirror example run through the conformance suite (the ported hmm-tests.c cases). */
 import { defineConformanceSuite } from '@hmm/conformance/vitest';
-import { dmirrorFactory } from './factory.js';
+import { dmirrorFactory, dmirrorManifest } from './factory.js';
 
-defineConformanceSuite(dmirrorFactory, { name: 'dmirror', capabilities: ['mirror'] });
+defineConformanceSuite(dmirrorFactory, dmirrorManifest);

@@ -3,33 +3,55 @@
  * of the kernel's HMM test device `dmirror` (lib/test_hmm.c). One {@link Dmirror} is one open file
  * of `/dev/hmm_dmirror<N>`: it binds the opener's address space, subscribes one interval notifier
  * over the whole user address space and mirrors pages into the device's page table (one ASID of a
- * {@link SimDevice}) on demand.
+ * {@link SimDevice}) on demand. The device itself, with its memory and copy engine, is a
+ * {@link DmirrorDevice}.
  *
  * Commands (the uapi's `struct hmm_dmirror_cmd`: addr, npages, out cpages, out faults):
  * - {@link Dmirror.read} (`HMM_DMIRROR_READ`): the device copies `npages` pages at `addr` out.
  * - {@link Dmirror.write} (`HMM_DMIRROR_WRITE`): the device copies a buffer in.
+ * - {@link Dmirror.migrateToDevice} (`HMM_DMIRROR_MIGRATE_TO_DEV`): moves the pages into the
+ *   device's memory (`migrate_vma_*`), maps them, reads them back.
+ * - {@link Dmirror.migrateToSystem} (`HMM_DMIRROR_MIGRATE_TO_SYS`): moves them back.
  * - {@link Dmirror.snapshot} (`HMM_DMIRROR_SNAPSHOT`): one byte per page describing the CPU page
- *   table, without faulting.
+ *   table, without faulting, device pages included (local / remote, private / coherent).
+ * - {@link Dmirror.exclusive} (`HMM_DMIRROR_EXCLUSIVE`): `make_device_exclusive` on each page and an
+ *   atomic mapping; {@link Dmirror.checkExclusive} (`HMM_DMIRROR_CHECK_EXCLUSIVE`): EPERM while one
+ *   is left.
+ * - {@link Dmirror.releaseDeviceMemory} (`HMM_DMIRROR_RELEASE`): the device evicts and frees all its memory;
+ *   {@link Dmirror.failNextAlloc} (`HMM_DMIRROR_FLAGS` FAIL_ALLOC).
  *
  * Device page table: the device's MMU of this mirror's ASID plays dmirror's xarray (vpn → page,
- * tag none = read-only, WRITE = writable). It is only changed through the device's command queue.
+ * tag none = read-only (READ), WRITE = writable (READ|WRITE), atomic = READ|ATOMIC). It is only
+ * changed through the device's command queue. Pages in the device's own memory are mapped with
+ * their device frame, which holds their data.
  *
  * Locking (as dmirror): the mirror `mutex` is the driver lock of the sequence protocol. Faults
  * commit device entries under it after `mmuIntervalReadRetry`; the invalidate callback takes it,
  * calls `mmuIntervalSetSeq`, submits the unmap and **waits for the unmap's fence before unlocking
  * and returning**: so once the callback has returned the device cannot reach the old pages, and a
- * command that holds the mutex never sees an entry whose unmap is still in the queue.
+ * command that holds the mutex never sees an entry whose unmap is still in the queue. The callback
+ * skips the MIGRATE and EXCLUSIVE invalidations whose owner is this mirror's device: whoever
+ * migrates or takes exclusive access for the device updates the device table itself.
  *
- * Not modelled (yet): device memory (MIGRATE_TO_DEV/SYS, RELEASE, the DEV_PRIVATE/COHERENT snapshot
- * values), EXCLUSIVE / CHECK_EXCLUSIVE, FLAGS, THP map orders (PMD/PUD bits).
+ * Closing a file evicts all of its device's memory to system memory, as the newest kernel's
+ * `dmirror_fops_release` does.
+ *
+ * Not modelled: THP map orders (PMD/PUD snapshot bits, compound migration), `mmap` of the device
+ * file (see the conformance suite's `mixedmap`), FAIL_ALLOC on the migrate-to-RAM side (the kernel's
+ * flag also fails the next system-page allocation of a device-to-RAM migration; here it fails the
+ * next device-page allocation only).
  *
  * @module
  */
 import {
   DevPerm,
+  Foll,
   HmmError,
   HmmPfn,
   MMAP_MIN_ADDR,
+  MemoryType,
+  MigratePfn,
+  MigrateVmaSelect,
   Mutex,
   NotifyEvent,
   PAGE_SIZE,
@@ -39,9 +61,19 @@ import {
   hmmPfnFlags,
   hmmPfnToPfn,
   hmmRangeFaultLoop,
+  makeDeviceExclusive,
+  migratePfn,
+  migratePfnToPfn,
+  migrateVmaFinalize,
+  migrateVmaPages,
+  migrateVmaSetup,
   mmuIntervalNotifierInsert,
   mmuIntervalNotifierRemove,
+  mmuIntervalReadBegin,
+  mmuIntervalReadRetry,
   mmuIntervalSetSeq,
+  pagemapOf,
+  unlockPage,
 } from '@hmm/core';
 import { SnapshotByte } from '@hmm/conformance';
 import type {
@@ -49,12 +81,17 @@ import type {
   HmmMirror,
   HmmRange,
   Machine,
+  MigrateVma,
+  MmContext,
   MmuIntervalNotifier,
   MmuIntervalNotifierOps,
   MmuNotifierRange,
   Process,
   SimDevice,
+  Vma,
 } from '@hmm/core';
+import { DmirrorDevice, runsOf } from './dmirror-device.js';
+import type { VpnRuns } from './dmirror-device.js';
 
 /** What READ / WRITE report besides their return value (`cmd.cpages`, `cmd.faults`). */
 export interface DmirrorCmdResult {
@@ -70,38 +107,16 @@ export const DMIRROR_NOTIFIER_START = MMAP_MIN_ADDR;
 export const DMIRROR_NOTIFIER_END = TASK_SIZE;
 /** Pages faulted per `hmm_range_fault` call (dmirror's on-stack `pfns[64]`). */
 export const DMIRROR_FAULT_CHUNK = 64;
-
-/** Per device: the mirrors bound to each ASID, for the shared fault handler. */
-const registry = new WeakMap<SimDevice, Map<number, Dmirror>>();
-
-function mirrorsOf(device: SimDevice): Map<number, Dmirror> {
-  let map = registry.get(device);
-  if (map === undefined) {
-    map = new Map();
-    registry.set(device, map);
-    const mirrors = map;
-    // One handler per device (the fault-buffer interrupt), dispatching by ASID.
-    device.setFaultHandler((fault: DeviceFault) => {
-      const mirror = mirrors.get(fault.asid);
-      if (mirror === undefined) {
-        return Promise.reject(
-          new HmmError('EFAULT', `dmirror: device fault on asid ${fault.asid}, which no open mirror owns`, {
-            address: fault.address,
-          }),
-        );
-      }
-      return mirror.handleDeviceFault(fault);
-    });
-  }
-  return map;
-}
+/** Pages per `migrate_vma` call (`PTRS_PER_PTE`). */
+export const DMIRROR_MIGRATE_CHUNK = 512;
+/** Attempts at making one page exclusive before EBUSY (each retry follows a racing invalidation). */
+export const DMIRROR_EXCLUSIVE_TRIES = 100;
 
 function allocateAsid(device: SimDevice, mirrors: Map<number, Dmirror>): number {
   const used = new Set(device.asids());
   for (let asid = 1; ; asid++) if (!mirrors.has(asid) && !used.has(asid)) return asid;
 }
 
-/** One open mirror: a process's address space bound to a device ASID. */
 /** The fault loop a mirror runs (`hmmRangeFaultLoop` unless a test swaps in a broken one). */
 export type FaultLoop = typeof hmmRangeFaultLoop;
 
@@ -111,6 +126,7 @@ export interface DmirrorOptions {
   readonly faultLoop?: FaultLoop;
 }
 
+/** One open mirror: a process's address space bound to a device ASID. */
 export class Dmirror implements HmmMirror {
   /** The mirror mutex (`dmirror->mutex`): the driver lock of the sequence protocol. */
   readonly mutex: Mutex;
@@ -123,12 +139,13 @@ export class Dmirror implements HmmMirror {
 
   private constructor(
     readonly machine: Machine,
-    readonly device: SimDevice,
+    /** The dmirror device: memory, copy engine, sibling mirrors. */
+    readonly dmirrorDevice: DmirrorDevice,
     readonly process: Process,
     /** The device address-space context of this mirror. */
     readonly asid: number,
   ) {
-    this.mutex = new Mutex(machine.sched, `dmirror:${device.name}:asid${asid}`);
+    this.mutex = new Mutex(machine.sched, `dmirror:${dmirrorDevice.device.name}:asid${asid}`);
     const ops: MmuIntervalNotifierOps = {
       invalidate: (sub, range, curSeq) => this.#invalidate(sub, range, curSeq),
     };
@@ -142,20 +159,26 @@ export class Dmirror implements HmmMirror {
 
   /**
    * `open("/dev/hmm_dmirror<N>")` by `process`: binds its address space and allocates an ASID on
-   * `device`. ESRCH (from the notifier insert) if the process has exited.
+   * `device` (a {@link DmirrorDevice}, or a bare {@link SimDevice}, which then gets device-private
+   * memory). ESRCH (from the notifier insert) if the process has exited.
    */
   static async open(
     machine: Machine,
-    device: SimDevice,
+    device: SimDevice | DmirrorDevice,
     process: Process,
     opts: DmirrorOptions = {},
   ): Promise<Dmirror> {
-    const mirrors = mirrorsOf(device);
-    const asid = allocateAsid(device, mirrors);
-    const mirror = new Dmirror(machine, device, process, asid);
+    const dd = device instanceof DmirrorDevice ? device : DmirrorDevice.of(machine, device);
+    const asid = allocateAsid(dd.device, dd.mirrors);
+    const mirror = new Dmirror(machine, dd, process, asid);
     if (opts.faultLoop !== undefined) mirror.#faultLoop = opts.faultLoop;
-    mirrors.set(asid, mirror);
+    dd.mirrors.set(asid, mirror);
     return mirror;
+  }
+
+  /** The device this mirror programs; also the owner of its device memory. */
+  get device(): SimDevice {
+    return this.dmirrorDevice.device;
   }
 
   /** True once {@link close} has run. */
@@ -215,6 +238,37 @@ export class Dmirror implements HmmMirror {
   }
 
   /**
+   * `HMM_DMIRROR_MIGRATE_TO_DEV` (`dmirror_migrate_to_device`): under the mmap read lock, VMA by VMA
+   * in chunks of up to {@link DMIRROR_MIGRATE_CHUNK} pages, `migrate_vma_setup` (system pages, owner
+   * this device) → device pages allocated and filled through the copy engine (empty slots zeroed;
+   * an allocation failure leaves the page where it is) → `migrate_vma_pages` → the new pages mapped
+   * in the device (writable where the source was) → `migrate_vma_finalize`. Then the range is read
+   * back through the device: ENOENT, with nothing returned, as soon as a page is not mapped to this
+   * device's memory. EINVAL for a hole or a VMA without read permission.
+   */
+  async migrateToDevice(addr: number, npages: number): Promise<DmirrorCmdResult & { data: Uint8Array }> {
+    this.#checkCmd('MIGRATE_TO_DEV', addr, npages);
+    await this.#forEachVmaChunk('MIGRATE_TO_DEV', addr, npages, (vma, start, end) =>
+      this.#migrateChunkToDevice(vma, start, end),
+    );
+    return this.#readBack('MIGRATE_TO_DEV', addr, npages, true);
+  }
+
+  /**
+   * `HMM_DMIRROR_MIGRATE_TO_SYS` (`dmirror_migrate_to_system`): moves this device's pages of the range
+   * back to system memory, VMA by VMA in chunks; `cpages` counts the pages moved. EINVAL for a hole
+   * or a VMA without read permission, ENOMEM when no system page is left.
+   */
+  async migrateToSystem(addr: number, npages: number): Promise<DmirrorCmdResult> {
+    this.#checkCmd('MIGRATE_TO_SYS', addr, npages);
+    let cpages = 0;
+    await this.#forEachVmaChunk('MIGRATE_TO_SYS', addr, npages, async (vma, start, end) => {
+      cpages += await this.dmirrorDevice.migrateRangeToRam(vma, start, end);
+    });
+    return { cpages, faults: 0 };
+  }
+
+  /**
    * `HMM_DMIRROR_SNAPSHOT`: one {@link SnapshotByte} byte per page from `hmm_range_fault` without
    * fault flags, each chunk under its own temporary interval notifier (`dmirror_snapshot`).
    */
@@ -239,8 +293,57 @@ export class Dmirror implements HmmMirror {
   }
 
   /**
-   * `release()` of the file: removes the notifier (waiting out a running invalidation), then clears
-   * every device entry of the ASID. Idempotent.
+   * `HMM_DMIRROR_EXCLUSIVE` (`dmirror_exclusive`): page by page, `make_device_exclusive` (owner this
+   * device) under the mmap read lock, and the page mapped READ|ATOMIC in the device inside the
+   * sequence protocol's critical section; then the range is read back through the device. Errors of
+   * `make_device_exclusive` pass through (EFAULT for a hole or a read-only mapping, EOPNOTSUPP for a
+   * page that is not anonymous).
+   */
+  async exclusive(addr: number, npages: number): Promise<DmirrorCmdResult & { data: Uint8Array }> {
+    this.#checkCmd('EXCLUSIVE', addr, npages);
+    for (let i = 0; i < npages; i++) await this.#makeExclusive(addr + i * PAGE_SIZE);
+    return this.#readBack('EXCLUSIVE', addr, npages, false);
+  }
+
+  /**
+   * `HMM_DMIRROR_CHECK_EXCLUSIVE` (`dmirror_check_atomic`): EPERM if the device still maps a page of
+   * the range for atomics.
+   */
+  async checkExclusive(addr: number, npages: number): Promise<void> {
+    this.#checkCmd('CHECK_EXCLUSIVE', addr, npages);
+    const first = addr / PAGE_SIZE;
+    let atomic = -1;
+    this.device.findMmu(this.asid)?.forEachEntry(first, first + npages, (vpn, _pfn, perm) => {
+      if (atomic < 0 && (perm & DevPerm.ATOMIC) !== 0) atomic = vpn;
+    });
+    if (atomic >= 0) {
+      throw new HmmError(
+        'EPERM',
+        `dmirror CHECK_EXCLUSIVE: the device still maps ${hex(atomic * PAGE_SIZE)} for atomics`,
+        { address: atomic * PAGE_SIZE },
+      );
+    }
+  }
+
+  /**
+   * `HMM_DMIRROR_RELEASE`: the device evicts all its memory to system memory and removes it
+   * (`dmirror_device_remove_chunks`); later migrations map new chunks.
+   */
+  async releaseDeviceMemory(): Promise<void> {
+    if (this.#closed) throw new HmmError('EBADF', 'dmirror RELEASE: the mirror is closed');
+    await this.dmirrorDevice.release();
+  }
+
+  /** `HMM_DMIRROR_FLAGS` with `HMM_DMIRROR_FLAG_FAIL_ALLOC`: the next device-page allocation fails. */
+  failNextAlloc(): void {
+    if (this.#closed) throw new HmmError('EBADF', 'dmirror FLAGS: the mirror is closed');
+    this.dmirrorDevice.failNextAlloc();
+  }
+
+  /**
+   * `release()` of the file: removes the notifier (waiting out a running invalidation), clears every
+   * device entry of the ASID, then evicts the device's memory to system memory as the newest
+   * kernel's `dmirror_fops_release` does. Idempotent.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -254,14 +357,10 @@ export class Dmirror implements HmmMirror {
     } finally {
       this.mutex.unlock();
     }
-    registry.get(this.device)?.delete(this.asid);
+    this.dmirrorDevice.mirrors.delete(this.asid);
+    await this.dmirrorDevice.evictAll();
   }
 
-  /**
-   * The device's fault handler for this ASID: faults the page in through the same path as READ /
-   * WRITE. Atomic accesses need EXCLUSIVE, which is not modelled: EFAULT.
-   * @internal Called by the per-device dispatcher.
-   */
   /** {@link HmmMirror.handleFault}: serves a device fault of this mirror's ASID. */
   handleFault(fault: DeviceFault): Promise<void> {
     return this.handleDeviceFault(fault);
@@ -272,19 +371,17 @@ export class Dmirror implements HmmMirror {
     return this.#invalidate(sub, range, curSeq);
   }
 
-  /** {@link HmmMirror.release}: the same as {@link close}. */
+  /** {@link HmmMirror.release}: the same as {@link close} (not RELEASE; see {@link releaseDeviceMemory}). */
   release(): Promise<void> {
     return this.close();
   }
 
+  /**
+   * The device's fault handler for this ASID: read and write faults go through the same path as
+   * READ / WRITE; an atomic fault takes exclusive access to the page, as EXCLUSIVE does.
+   * @internal Called by the per-device dispatcher.
+   */
   async handleDeviceFault(fault: DeviceFault): Promise<void> {
-    if (fault.access === 'atomic') {
-      throw new HmmError(
-        'EFAULT',
-        `dmirror: atomic device access at ${hex(fault.address)} needs an exclusive mapping (not modelled)`,
-        { address: fault.address },
-      );
-    }
     if (this.#closed) {
       throw new HmmError('EFAULT', `dmirror: device fault at ${hex(fault.address)} after close`, {
         address: fault.address,
@@ -295,7 +392,32 @@ export class Dmirror implements HmmMirror {
         address: fault.address,
       });
     }
+    if (fault.access === 'atomic') {
+      await this.#makeExclusive(fault.address);
+      return;
+    }
     await this.#fault(fault.address, fault.address + PAGE_SIZE, fault.access === 'write');
+  }
+
+  /**
+   * Removes `[start, end)` vpn runs from this mirror's device table, under the mutex, waiting for the
+   * unmaps (runs with no entry cost nothing).
+   * @internal Called by {@link DmirrorDevice} before it moves the data of pages this device maps.
+   */
+  async unmapRuns(runs: VpnRuns): Promise<void> {
+    await this.mutex.lock();
+    try {
+      let fence: ReturnType<SimDevice['queue']['submit']> | null = null;
+      for (const [start, end] of runs) {
+        const lo = Math.max(start, this.#lowVpn);
+        const hi = Math.min(end, this.#highVpn + 1);
+        if (lo >= hi || this.device.removed || !this.#hasEntries(lo, hi)) continue;
+        fence = this.device.queue.submit({ op: 'unmap', asid: this.asid, startVpn: lo, endVpn: hi });
+      }
+      await fence?.wait();
+    } finally {
+      this.mutex.unlock();
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -314,6 +436,209 @@ export class Dmirror implements HmmMirror {
     }
     // mmget_not_zero failed: the process is exiting or gone.
     if (this.process.exited) throw new HmmError('EINVAL', `dmirror ${what}: the mm has exited`);
+  }
+
+  /**
+   * Calls `body` for each chunk of up to {@link DMIRROR_MIGRATE_CHUNK} pages of the range inside one
+   * VMA, under the mmap read lock held throughout; EINVAL at the first page with no VMA or in a VMA
+   * without read permission (chunks before it stay done, as in the kernel).
+   */
+  async #forEachVmaChunk(
+    what: string,
+    addr: number,
+    npages: number,
+    body: (vma: Vma, start: number, end: number) => Promise<void>,
+  ): Promise<void> {
+    const mm = this.process.mm;
+    const end = addr + npages * PAGE_SIZE;
+    await mm.mmapLock.read();
+    try {
+      for (let a = addr; a < end;) {
+        const vma = mm.vmas.lookup(a);
+        if (vma === undefined || !vma.readable) {
+          throw new HmmError(
+            'EINVAL',
+            `dmirror ${what}: ${hex(a)} is ${vma === undefined ? 'not mapped' : `in ${vma.toString()}, which cannot be read`}`,
+            { address: a },
+          );
+        }
+        const next = Math.min(end, a + DMIRROR_MIGRATE_CHUNK * PAGE_SIZE, vma.end);
+        await body(vma, a, next);
+        a = next;
+      }
+    } finally {
+      mm.mmapLock.readUnlock();
+    }
+  }
+
+  /**
+   * One chunk of MIGRATE_TO_DEV: `dmirror_migrate_alloc_and_copy`, `migrate_vma_pages`,
+   * `dmirror_migrate_finalize_and_map`, `migrate_vma_finalize`. The caller holds the mmap read lock.
+   */
+  async #migrateChunkToDevice(vma: Vma, start: number, end: number): Promise<void> {
+    const dd = this.dmirrorDevice;
+    const ctx = this.machine.mm;
+    const n = (end - start) / PAGE_SIZE;
+    const firstVpn = start / PAGE_SIZE;
+    const args: MigrateVma = {
+      vma,
+      start,
+      end,
+      src: new Float64Array(n),
+      dst: new Float64Array(n),
+      pgmapOwner: this.device,
+      flags: MigrateVmaSelect.SYSTEM | MigrateVmaSelect.COMPOUND,
+      cpages: 0,
+      npages: 0,
+    };
+    await migrateVmaSetup(args);
+    const allocated: number[] = [];
+    let committed = false;
+    try {
+      const idx: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const e = args.src[i]!;
+        if ((e & MigratePfn.MIGRATE) === 0) continue;
+        const s = migratePfnToPfn(e);
+        // Already device memory: nothing to do (the kernel WARNs; SELECT_SYSTEM never collects it).
+        if (s >= 0 && pagemapOf(ctx, s) !== undefined) continue;
+        idx.push(i);
+      }
+      // This device skips its own MIGRATE invalidation: its mirrors of this mm drop their entries
+      // of the pages about to move (a system page, the zero page) before the copy; the new pages
+      // are mapped below.
+      await dd.unmapInMirrors(vma.mm, runsOf(firstVpn, idx));
+      const from: number[] = [];
+      const to: number[] = [];
+      const dstOf = new Map<number, number>();
+      for (const i of idx) {
+        let d: number;
+        try {
+          d = dd.devmem.allocPage();
+        } catch (e) {
+          if (e instanceof HmmError && e.code === 'ENOMEM') continue; // the page stays in RAM
+          throw e;
+        }
+        allocated.push(d);
+        dstOf.set(i, d);
+        const s = migratePfnToPfn(args.src[i]!);
+        if (s >= 0) {
+          from.push(s);
+          to.push(d);
+        } else {
+          ctx.mem.content.clear(d); // an empty slot or the zero page: zero-fill on the device
+        }
+      }
+      const copied = await dd.copy(from, to, 'h2d');
+      const failed = new Set(to.slice(copied));
+      for (const [i, d] of dstOf) {
+        if (failed.has(d)) continue; // not copied: the page stays in RAM
+        args.dst[i] = migratePfn(d) | (args.src[i]! & MigratePfn.WRITE);
+      }
+      for (const d of failed) releaseLocked(ctx, d);
+      allocated.length = 0;
+      committed = true;
+      await migrateVmaPages(args);
+      // dmirror_migrate_finalize_and_map: the pages that moved are mapped in this mirror.
+      const vpns: number[] = [];
+      const pfns: number[] = [];
+      const perms: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const e = args.src[i]!;
+        const d = migratePfnToPfn(args.dst[i]!);
+        if ((e & MigratePfn.MIGRATE) === 0 || d < 0) continue;
+        vpns.push(firstVpn + i);
+        pfns.push(d);
+        perms.push(DevPerm.READ | ((e & MigratePfn.WRITE) !== 0 ? DevPerm.WRITE : 0));
+      }
+      await this.mutex.lock();
+      try {
+        await this.#map(vpns, pfns, perms);
+      } finally {
+        this.mutex.unlock();
+      }
+    } finally {
+      if (!committed) for (const d of allocated) releaseLocked(ctx, d);
+      migrateVmaFinalize(args);
+    }
+  }
+
+  /**
+   * The read-back of MIGRATE_TO_DEV and EXCLUSIVE (`dmirror_do_read` under the mutex, no faulting):
+   * ENOENT at the first page the device does not map (with `deviceOnly`, does not map to its own
+   * memory).
+   */
+  async #readBack(
+    what: string,
+    addr: number,
+    npages: number,
+    deviceOnly: boolean,
+  ): Promise<DmirrorCmdResult & { data: Uint8Array }> {
+    const data = new Uint8Array(npages * PAGE_SIZE);
+    await this.mutex.lock();
+    try {
+      const mmu = this.device.mmu(this.asid);
+      for (let i = 0; i < npages; i++) {
+        const a = addr + i * PAGE_SIZE;
+        const vpn = a / PAGE_SIZE;
+        if (
+          (mmu.lookup(vpn) & DevPerm.READ) === 0 ||
+          (deviceOnly && !this.dmirrorDevice.owns(mmu.pfnOf(vpn)))
+        ) {
+          throw new HmmError(
+            'ENOENT',
+            `dmirror ${what}: ${hex(a)} is not ${deviceOnly ? `in the memory of ${this.device.name}` : 'mapped by the device'} (${i} of ${npages} pages read back)`,
+            { address: a },
+          );
+        }
+        data.set(await this.device.read(this.asid, a, PAGE_SIZE), i * PAGE_SIZE);
+      }
+    } finally {
+      this.mutex.unlock();
+    }
+    return { data, cpages: npages, faults: 0 };
+  }
+
+  /**
+   * Exclusive access to one page for the device: the sequence is sampled, `make_device_exclusive`
+   * runs under the mmap read lock, and the atomic mapping is written under the mutex only if no
+   * invalidation hit the range meanwhile; the page is then unlocked and put. A retry first faults
+   * the page in writable (outside the sequence), so that the retry itself does not invalidate it.
+   */
+  async #makeExclusive(addr: number): Promise<void> {
+    const mm = this.process.mm;
+    const ctx = this.machine.mm;
+    for (let attempt = 0; attempt < DMIRROR_EXCLUSIVE_TRIES; attempt++) {
+      if (attempt > 0) {
+        const got = await this.process.getUserPages(addr, 1, Foll.WRITE);
+        this.process.putUserPages(got);
+      }
+      const seq = await mmuIntervalReadBegin(this.notifier);
+      await mm.mmapLock.read();
+      try {
+        const pfn = await makeDeviceExclusive(mm, addr, this.device);
+        try {
+          await this.mutex.lock();
+          try {
+            if (mmuIntervalReadRetry(this.notifier, seq)) continue;
+            await this.#map([addr / PAGE_SIZE], [pfn], [DevPerm.READ | DevPerm.ATOMIC]);
+            return;
+          } finally {
+            this.mutex.unlock();
+          }
+        } finally {
+          unlockPage(ctx, pfn);
+          ctx.putPage(pfn);
+        }
+      } finally {
+        mm.mmapLock.readUnlock();
+      }
+    }
+    throw new HmmError(
+      'EBUSY',
+      `dmirror EXCLUSIVE: ${hex(addr)} was invalidated on each of ${DMIRROR_EXCLUSIVE_TRIES} attempts`,
+      { address: addr },
+    );
   }
 
   /**
@@ -343,6 +668,8 @@ export class Dmirror implements HmmMirror {
   /**
    * dmirror_fault: faults [start, end) into the device table in chunks of up to 64 pages, each with
    * the sequence-protocol loop (1 s budget, EBUSY after it). Errors of hmm_range_fault pass through.
+   * Pages in this device's private memory are reported by `hmm_range_fault` (owner = the device) and
+   * mapped with their device frame.
    */
   async #fault(start: number, end: number, write: boolean): Promise<void> {
     if (start < DMIRROR_NOTIFIER_START) {
@@ -392,9 +719,17 @@ export class Dmirror implements HmmMirror {
       pfns[i] = hmmPfnToPfn(word);
       perms[i] = DevPerm.READ | (writable ? DevPerm.WRITE : 0);
     }
+    await this.#map(vpns, pfns, perms);
+  }
+
+  /** Writes device entries through the queue and waits for them; the caller holds the mutex. */
+  async #map(vpns: ArrayLike<number>, pfns: ArrayLike<number>, perms: ArrayLike<number>): Promise<void> {
+    const n = vpns.length;
     if (n === 0) return;
-    this.#lowVpn = Math.min(this.#lowVpn, firstVpn);
-    this.#highVpn = Math.max(this.#highVpn, firstVpn + n - 1);
+    for (let i = 0; i < n; i++) {
+      this.#lowVpn = Math.min(this.#lowVpn, vpns[i]!);
+      this.#highVpn = Math.max(this.#highVpn, vpns[i]!);
+    }
     await this.device.queue.submit({ op: 'map', asid: this.asid, vpns, pfns, perms }).wait();
   }
 
@@ -424,7 +759,9 @@ export class Dmirror implements HmmMirror {
         devPrivateOwner: this.device,
         driverLock: this.mutex,
         commit: (range) => {
-          for (let i = 0; i < range.hmmPfns.length; i++) out[base + i] = mkentry(range.hmmPfns[i]!);
+          for (let i = 0; i < range.hmmPfns.length; i++) {
+            out[base + i] = mkentry(range.hmmPfns[i]!, this.machine.mm, this.device);
+          }
         },
       });
     } finally {
@@ -433,14 +770,34 @@ export class Dmirror implements HmmMirror {
   }
 
   /**
-   * dmirror_interval_invalidate. Blockable: lock, set the sequence, unmap the overlap of the range
-   * with the mapped span, wait for the unmap's fence, unlock. Non-blockable (OOM reaper): never
-   * sleeps: false if the mutex is held; and, unlike the kernel's dmirror whose xarray erase needs
-   * no sleep, false too if device entries must go, since a device unmap completes only through a
-   * fence (sleeping). With nothing mapped in the range it succeeds at once.
+   * dmirror_interval_invalidate. The MIGRATE and EXCLUSIVE invalidations this device causes itself
+   * leave the device table alone (the migration or exclusive path updates it). Unlike the kernel's
+   * dmirror, which returns at once for its own MIGRATE, the sequence is still moved for it (under
+   * the mutex): otherwise a device fault that walked the page before the migration could commit
+   * the page's old frame after it, a frame the migration frees. Its own EXCLUSIVE does not move the
+   * sequence: the frame stays the same, and EXCLUSIVE's own sequence check would never pass.
+   *
+   * Anything else, blockable: lock, set the sequence, unmap the overlap of the range with the mapped
+   * span, wait for the unmap's fence, unlock. Non-blockable (OOM reaper): never sleeps: false if the
+   * mutex is held; and, unlike the kernel's dmirror whose xarray erase needs no sleep, false too if
+   * device entries must go, since a device unmap completes only through a fence (sleeping). With
+   * nothing mapped in the range it succeeds at once.
    */
   #invalidate(sub: MmuIntervalNotifier, range: MmuNotifierRange, curSeq: number): boolean | Promise<boolean> {
-    if (range.event === NotifyEvent.MIGRATE && range.owner === this.device) return true;
+    if (range.owner === this.device && range.event === NotifyEvent.EXCLUSIVE) return true;
+    if (range.owner === this.device && range.event === NotifyEvent.MIGRATE) {
+      if (!range.blockable) {
+        if (!this.mutex.tryLock()) return false;
+        mmuIntervalSetSeq(sub, curSeq);
+        this.mutex.unlock();
+        return true;
+      }
+      return this.mutex.lock().then(() => {
+        mmuIntervalSetSeq(sub, curSeq);
+        this.mutex.unlock();
+        return true;
+      });
+    }
     const lo = Math.max(Math.floor(range.start / PAGE_SIZE), this.#lowVpn);
     const hi = Math.min(Math.ceil(range.end / PAGE_SIZE), this.#highVpn + 1);
     if (!range.blockable) {
@@ -493,11 +850,32 @@ export class Dmirror implements HmmMirror {
   }
 }
 
-/** dmirror_mkentry: the snapshot byte of one hmm word (no device memory yet, map order 0). */
-export function mkentry(word: number): number {
+/** Unlocks and frees a destination page that was not used. */
+function releaseLocked(ctx: MmContext, pfn: number): void {
+  unlockPage(ctx, pfn);
+  ctx.putPage(pfn);
+}
+
+/**
+ * dmirror_mkentry: the snapshot byte of one hmm word. Device pages are told apart by their pagemap
+ * (private or coherent) and its owner (`device`: local, else remote); map order 0 (no THP).
+ */
+export function mkentry(word: number, ctx?: MmContext, device?: unknown): number {
   const flags = hmmPfnFlags(word);
   if ((flags & HmmPfn.ERROR) !== 0) return SnapshotByte.ERROR;
   if ((flags & HmmPfn.VALID) === 0) return SnapshotByte.NONE;
-  const kind = hmmPfnToPfn(word) === ZERO_PFN ? SnapshotByte.ZERO : SnapshotByte.NONE;
+  const pfn = hmmPfnToPfn(word);
+  const pgmap = ctx === undefined ? undefined : pagemapOf(ctx, pfn);
+  let kind: number;
+  if (pgmap !== undefined) {
+    const local = pgmap.owner === device;
+    if (pgmap.type === MemoryType.DEVICE_PRIVATE) {
+      kind = local ? SnapshotByte.DEV_PRIVATE_LOCAL : SnapshotByte.DEV_PRIVATE_REMOTE;
+    } else {
+      kind = local ? SnapshotByte.DEV_COHERENT_LOCAL : SnapshotByte.DEV_COHERENT_REMOTE;
+    }
+  } else {
+    kind = pfn === ZERO_PFN ? SnapshotByte.ZERO : SnapshotByte.NONE;
+  }
   return kind | ((flags & HmmPfn.WRITE) !== 0 ? SnapshotByte.WRITE : SnapshotByte.READ);
 }

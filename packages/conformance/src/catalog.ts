@@ -8,6 +8,13 @@
  */
 import type { DriverCapability } from '@hmm/core';
 
+/**
+ * A capability a case may require: a driver capability, or `two-devices` (the target can open a
+ * second device of the same kind for the same process: `ConformanceTarget.open(p, { device: 1 })`,
+ * what the kernel's `hmm2` fixture needs).
+ */
+export type Capability = DriverCapability | 'two-devices';
+
 /** Memory variant a case runs in, as the kernel's fixtures do (`hmm_device_private`, `hmm_device_coherent`). */
 export type Variant = 'device-private' | 'device-coherent';
 
@@ -20,7 +27,7 @@ export interface CaseInfo {
   /** One line: what the case checks. */
   readonly title: string;
   /** Capabilities the driver must declare. */
-  readonly requires: readonly DriverCapability[];
+  readonly requires: readonly Capability[];
   /** Variants it runs in (the kernel runs every case in both). */
   readonly variants: readonly Variant[];
   /** Devices it needs (hmm2 cases need two). */
@@ -34,7 +41,7 @@ const BOTH: readonly Variant[] = ['device-private', 'device-coherent'];
 function k(
   name: string,
   title: string,
-  requires: readonly DriverCapability[],
+  requires: readonly Capability[],
   opts: { devices?: 1 | 2; unsupported?: string } = {},
 ): CaseInfo {
   const devices = opts.devices ?? 1;
@@ -49,9 +56,10 @@ function k(
   };
 }
 
-const M: readonly DriverCapability[] = ['mirror'];
-const MIG: readonly DriverCapability[] = ['mirror', 'device-private'];
-const EXC: readonly DriverCapability[] = ['mirror', 'exclusive'];
+const M: readonly Capability[] = ['mirror'];
+const MIG: readonly Capability[] = ['mirror', 'device-private'];
+const MIG2: readonly Capability[] = ['mirror', 'device-private', 'two-devices'];
+const EXC: readonly Capability[] = ['mirror', 'exclusive'];
 const THP = 'transparent huge pages are not simulated yet';
 const HTLB = 'hugetlbfs is not simulated yet';
 
@@ -73,14 +81,15 @@ export const CASES: readonly CaseInfo[] = [
   k('migrate_fault', 'migrate, CPU reads half back, migrate all again', MIG),
   k('migrate_release', 'migrate, release device memory, CPU data correct', MIG),
   k('migrate_shared', 'shared anonymous memory is not migratable (ENOENT)', MIG),
-  k('migrate_mixed', 'migration errors: PROT_NONE, holes, pages on another device', MIG, { devices: 2 }),
+  k('migrate_mixed', 'migration errors: PROT_NONE, holes, pages on another device', MIG2, { devices: 2 }),
   k('migrate_multiple', 'ten rounds of migrate and back', MIG),
   k('anon_read_multiple', 'ten fresh buffers each read by the device', M),
   k('anon_teardown', 'munmap racing a device READ; data correct when READ succeeds', M),
   k('mixedmap', 'a snapshot of a driver-inserted (special) mapping', M),
+  // Runs for any mirror; with device memory and two devices it also checks the device-page encodings.
   k('snapshot', 'snapshot encodings: ERROR, ZERO|READ, READ, WRITE, device pages', M, { devices: 2 }),
   k('compound', 'snapshot of hugetlbfs pages reports PMD/PUD order', M, { unsupported: HTLB }),
-  k('double_map', 'two devices read a region; after migrating to one the other still reads it', MIG, {
+  k('double_map', 'two devices read a region; after migrating to one the other still reads it', MIG2, {
     devices: 2,
   }),
   k('exclusive', 'exclusive access for atomics, restored by CPU access', EXC),

@@ -58,7 +58,7 @@ export function defineMirrorGroup(
   describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('mirror', factory, manifest, opts));
 }
 
-/** Registers the migrate group alone (device memory: all skipped in this version). */
+/** Registers the migrate group alone (device memory: migrate to device and back, GUP, COW). */
 export function defineMigrateGroup(
   factory: ConformanceFactory,
   manifest: ConformanceManifest,
@@ -67,7 +67,7 @@ export function defineMigrateGroup(
   describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('migrate', factory, manifest, opts));
 }
 
-/** Registers the exclusive group alone (exclusive access: all skipped in this version). */
+/** Registers the exclusive group alone (exclusive access for device atomics). */
 export function defineExclusiveGroup(
   factory: ConformanceFactory,
   manifest: ConformanceManifest,

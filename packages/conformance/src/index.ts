@@ -1,14 +1,15 @@
 /**
  * `@hmm/conformance`: the conformance suite for simulated HMM drivers: the catalogue of cases
  * (the kernel's `hmm-tests.c`, with stable ids and kernel references), the driver-independent
- * cases of the mirror group, a programmatic runner ({@link runConformance}) and the
+ * cases of the mirror, migrate (device memory) and exclusive groups, a programmatic runner
+ * ({@link runConformance}) and the
  * `hmm-conformance list` command. The vitest entry is `@hmm/conformance/vitest`
  * (`defineConformanceSuite`); this entry does not import vitest.
  *
  * @packageDocumentation
  */
 export { CASES, findCase } from './catalog.js';
-export type { CaseInfo, Variant } from './catalog.js';
+export type { Capability, CaseInfo, Variant } from './catalog.js';
 export { SnapshotByte } from './target.js';
 export type {
   CommandResult,
@@ -16,12 +17,21 @@ export type {
   ConformanceFactoryOptions,
   ConformanceManifest,
   ConformanceTarget,
+  OpenOptions,
+  ReadBackResult,
   SnapshotByteValue,
   TestDevice,
 } from './target.js';
 export { ConformanceFailure, check, checkEqual, checkRejects, withSeed } from './assert.js';
 export type { FailureLocation } from './assert.js';
-export { GROUPS, IMPLEMENTATIONS, MIRROR_CASES, groupOf } from './cases/index.js';
+export {
+  EXCLUSIVE_CASES,
+  GROUPS,
+  IMPLEMENTATIONS,
+  MIGRATE_CASES,
+  MIRROR_CASES,
+  groupOf,
+} from './cases/index.js';
 export type { CaseContext, CaseFn, GroupName } from './cases/index.js';
 export {
   DEFAULT_SEED,

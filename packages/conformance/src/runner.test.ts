@@ -85,20 +85,34 @@ describe('runConformance', () => {
   it('plans every catalogue case in both variants; never hides one', () => {
     const plan = planCases({
       name: 'x',
-      capabilities: ['mirror', 'device-private', 'device-coherent', 'exclusive'],
+      capabilities: ['mirror', 'device-private', 'device-coherent', 'exclusive', 'two-devices'],
     });
     expect(plan).toHaveLength(2 * CASES.length);
-    const notImplemented = plan.filter(
-      (c) => c.reason === 'not implemented in this version of @hmm/conformance',
+    // Every case is implemented; only those needing THP or hugetlbfs are skipped, with the reason.
+    const skipped = plan.filter((c) => c.run === null);
+    for (const c of skipped)
+      expect(c.reason).toMatch(/^not simulated yet: (transparent huge pages|hugetlbfs)/);
+    expect(new Set(skipped.map((c) => c.info.id)).size).toBe(
+      CASES.filter((c) => c.unsupported !== null).length,
     );
-    expect(notImplemented.map((c) => c.info.id)).toContain('hmm.migrate');
-    expect(notImplemented.map((c) => c.info.id)).toContain('hmm.exclusive');
     const runnable = plan.filter((c) => c.run !== null);
     expect(runnable).toHaveLength(2 * Object.keys(IMPLEMENTATIONS).length);
     for (const id of Object.keys(IMPLEMENTATIONS)) expect(CASES.some((c) => c.id === id)).toBe(true);
+    expect(runnable.map((c) => c.info.id)).toContain('hmm2.migrate_mixed');
     expect(() => planCases({ name: 'x', capabilities: [] }, { only: ['hmm.nope'] })).toThrow(
       /unknown case id/,
     );
+  });
+
+  it('skips the cases needing a second device without two-devices; hmm2.snapshot still runs', () => {
+    const plan = planCases({ name: 'x', capabilities: ['mirror', 'device-private'] });
+    const reason = (id: string): string | null | undefined =>
+      plan.find((c) => c.info.id === id && c.variant === 'device-private')?.reason;
+    expect(reason('hmm2.migrate_mixed')).toBe(`driver 'x' lacks capability two-devices`);
+    expect(reason('hmm2.double_map')).toBe(`driver 'x' lacks capability two-devices`);
+    expect(reason('hmm2.snapshot')).toBeNull();
+    expect(reason('hmm.migrate')).toBeNull();
+    expect(reason('hmm.exclusive')).toBe(`driver 'x' lacks capability exclusive`);
   });
 
   it('reports a seed-exploring case at the seed where it failed', async () => {
@@ -189,5 +203,67 @@ describe('the sanitizer in every case', () => {
     expect(report.failed[0]!.error?.message).toMatch(
       /sanitizer found .* violation.*(stale-mapping|freed-frame)/,
     );
+  });
+});
+
+describe('device-memory cases', () => {
+  /**
+   * A driver declaring device-private memory whose MIGRATE_TO_DEV copies nothing anywhere: it only
+   * reads the pages back through the CPU. A second flavour lacks the command altogether.
+   */
+  function fakeMigrator(implement: boolean): ConformanceFactory {
+    return async ({ seed }) => {
+      const machine = new Machine({ seed });
+      return {
+        machine,
+        open: async (p: Process): Promise<TestDevice> => {
+          const base: TestDevice = {
+            read: async (addr, npages) => ({
+              data: await p.read(addr, npages * PAGE_SIZE),
+              cpages: npages,
+              faults: 1,
+            }),
+            write: async (addr, data) => {
+              await p.write(addr, data);
+              return { cpages: data.length / PAGE_SIZE, faults: 1 };
+            },
+            snapshot: async (_addr, npages) => new Uint8Array(npages).fill(SnapshotByte.WRITE),
+            close: async () => {},
+          };
+          if (!implement) return base;
+          return {
+            ...base,
+            migrateToDevice: async (addr, npages) => ({
+              data: await p.read(addr, npages * PAGE_SIZE),
+              cpages: npages,
+              faults: 0,
+            }),
+          };
+        },
+      };
+    };
+  }
+
+  it('fails a driver whose migration leaves the pages in system memory, by the snapshot', async () => {
+    const report = await runConformance(
+      fakeMigrator(true),
+      { name: 'fake', capabilities: ['mirror', 'device-private'] },
+      { only: ['hmm.migrate'] },
+    );
+    expect(report.failed.map((r) => `${r.id} ${r.variant}`)).toEqual(['hmm.migrate device-private']);
+    expect(report.failed[0]!.error?.contract).toMatch(
+      /^snapshot: every page is in the device memory, writable: got \[2,2,.*expected \[34,34,/,
+    );
+    expect(report.skipped.map((r) => r.variant)).toEqual(['device-coherent']);
+  });
+
+  it('fails a driver that declares device-private but has no migrateToDevice, naming the command', async () => {
+    const report = await runConformance(
+      fakeMigrator(false),
+      { name: 'fake', capabilities: ['mirror', 'device-private'] },
+      { only: ['hmm.migrate', 'hmm.anon_write_child'] },
+    );
+    expect(report.failed.map((r) => r.id)).toEqual(['hmm.anon_write_child', 'hmm.migrate']);
+    for (const r of report.failed) expect(r.error?.contract).toMatch(/implements migrateToDevice\(\)/);
   });
 });

@@ -11,7 +11,7 @@
  */
 import { HmmSanitizer } from '@hmm/core';
 import { CASES, findCase } from './catalog.js';
-import type { CaseInfo, Variant } from './catalog.js';
+import type { Capability, CaseInfo, Variant } from './catalog.js';
 import { ConformanceFailure } from './assert.js';
 import { IMPLEMENTATIONS, groupOf } from './cases/index.js';
 import type { CaseFn, GroupName } from './cases/index.js';
@@ -39,6 +39,8 @@ export interface PlannedCase {
   readonly run: CaseFn | null;
   /** Why it is skipped, or null when runnable. */
   readonly reason: string | null;
+  /** The capabilities the driver declared (handed to the case). */
+  readonly capabilities: readonly Capability[];
 }
 
 /** The outcome of one case in one variant. */
@@ -89,7 +91,14 @@ export function planCases(
     if (only !== null && !only.has(info.id)) continue;
     for (const variant of info.variants) {
       const reason = skipReason(info, variant, manifest);
-      out.push({ info, group, variant, reason, run: reason === null ? IMPLEMENTATIONS[info.id]! : null });
+      out.push({
+        info,
+        group,
+        variant,
+        reason,
+        run: reason === null ? IMPLEMENTATIONS[info.id]! : null,
+        capabilities: manifest.capabilities,
+      });
     }
   }
   return out;
@@ -118,9 +127,10 @@ export async function runPlannedCase(
     sanitizers.push(san);
     const t: ConformanceTarget = {
       ...made,
-      open: async (process) => {
-        const dev = await made.open(process);
-        if (dev.binding !== undefined) san.watch(dev.binding.device, dev.binding.asid, process.mm);
+      open: async (process, o) => {
+        const dev = await made.open(process, o);
+        const b = dev.binding;
+        if (b !== undefined) san.watch(b.device, b.asid, process.mm, b.owner ?? null);
         return dev;
       },
     };
@@ -130,7 +140,13 @@ export async function runPlannedCase(
   let failure: ConformanceFailure | null = null;
   try {
     const t = await create(seed);
-    await run(t, { seed, variant, seeds: opts.seeds ?? DEFAULT_SEEDS, createTarget: create });
+    await run(t, {
+      seed,
+      variant,
+      seeds: opts.seeds ?? DEFAULT_SEEDS,
+      capabilities: planned.capabilities,
+      createTarget: create,
+    });
   } catch (e) {
     failure = ConformanceFailure.from(e, where);
   }

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { DriverCapability, Machine, Process, SimDevice } from '@hmm/core';
-import type { Variant } from './catalog.js';
+import type { Machine, Process, SimDevice } from '@hmm/core';
+import type { Capability, Variant } from './catalog.js';
 
 /**
  * Snapshot byte values, one per page, as `HMM_DMIRROR_SNAPSHOT` reports them
@@ -43,14 +43,22 @@ export interface CommandResult {
   readonly faults: number;
 }
 
+/** What MIGRATE_TO_DEV and EXCLUSIVE report: the pages read back through the device, as READ does. */
+export interface ReadBackResult extends CommandResult {
+  /** The read-back of the whole range (`cmd.ptr` of the uapi): `npages` pages. */
+  readonly data: Uint8Array;
+}
+
 /**
  * One open device file bound to one process (a `dmirror` open of `/dev/hmm_dmirror<N>`). Every
  * command rejects with an `HmmError` carrying the errno the kernel's dmirror returns (EFAULT for a
  * hole or PROT_NONE, EPERM for a write to read-only memory, ...).
  *
- * This version has the commands the mirror cases need. Later versions add `migrate` (to device
- * and back to system memory), `exclusive` / `checkExclusive`, `release` and `flags` (fail the next
- * allocation), each needed only by cases whose capabilities the driver declares.
+ * READ, WRITE and SNAPSHOT are mandatory. The device-memory commands (`migrateToDevice`,
+ * `migrateToSystem`, `release`, `failNextAlloc`) are needed by the cases that require the
+ * `device-private` capability (and, in the device-coherent variant, `device-coherent`); the
+ * exclusive-access commands (`exclusive`, `checkExclusive`) by the cases that require `exclusive`.
+ * A driver that declares a capability but lacks one of its commands fails the cases that use it.
  */
 export interface TestDevice {
   /** `HMM_DMIRROR_READ`: the device reads `npages` pages at `addr` (faulting them in as needed). */
@@ -62,6 +70,33 @@ export interface TestDevice {
   /** `release()` of the file: stops mirroring and drops every device mapping. */
   close(): Promise<void>;
   /**
+   * `HMM_DMIRROR_MIGRATE_TO_DEV`: migrates the `npages` pages at `addr` to this device's memory and
+   * reads them back through the device. `cpages` counts the pages read back, each of which must now
+   * be in this device's memory. Rejects EINVAL for a range with a hole or an unreadable (PROT_NONE)
+   * VMA, ENOENT if a page did not land in this device's memory (shared memory, a page on another
+   * device, an allocation failure).
+   */
+  migrateToDevice?(addr: number, npages: number): Promise<ReadBackResult>;
+  /**
+   * `HMM_DMIRROR_MIGRATE_TO_SYS`: migrates this device's pages among the `npages` pages at `addr`
+   * back to system memory; `cpages` counts the pages moved. EINVAL as for `migrateToDevice`.
+   */
+  migrateToSystem?(addr: number, npages: number): Promise<CommandResult>;
+  /**
+   * `HMM_DMIRROR_EXCLUSIVE`: makes each page exclusive to the device (`make_device_exclusive`),
+   * maps it for atomics and reads the range back through the device (`cpages` = pages read).
+   */
+  exclusive?(addr: number, npages: number): Promise<ReadBackResult>;
+  /**
+   * `HMM_DMIRROR_CHECK_EXCLUSIVE`: resolves if no page of the range is still mapped for atomics by
+   * the device, rejects EPERM if one is.
+   */
+  checkExclusive?(addr: number, npages: number): Promise<void>;
+  /** `HMM_DMIRROR_RELEASE`: the device evicts all its memory to system memory and frees it. */
+  release?(): Promise<void>;
+  /** `HMM_DMIRROR_FLAGS` with `HMM_DMIRROR_FLAG_FAIL_ALLOC`: the next device-page allocation fails. */
+  failNextAlloc?(): void;
+  /**
    * Optional introspection: the device page-table permission (`DevPerm` bits, 0 = not mapped) of
    * each of `npages` pages at `addr`, read synchronously. With it the cases also check that
    * invalidations removed device mappings and what READ / WRITE mapped; without it those checks
@@ -72,17 +107,33 @@ export interface TestDevice {
    * The device and address-space context this mirror uses. With it the runner's sanitizer watches
    * every device access and invalidation of the case and fails the case on a violation (stale or
    * freed-frame mappings, writes beyond the CPU's permission); without it the sanitizer cannot see
-   * the driver's device.
+   * the driver's device. `owner` is the device-memory owner the driver passes to `migrate_vma` and
+   * `make_device_exclusive`: the MIGRATE and EXCLUSIVE invalidations it causes itself, which its
+   * notifier may skip, are then not reported.
    */
-  readonly binding?: { readonly device: SimDevice; readonly asid: number };
+  readonly binding?: { readonly device: SimDevice; readonly asid: number; readonly owner?: unknown };
+}
+
+/** Options of {@link ConformanceTarget.open}. */
+export interface OpenOptions {
+  /**
+   * Which of the target's devices to open: 0 (default; the kernel's `hmm_dmirror0`, or
+   * `hmm_dmirror2` in the device-coherent variant) or 1 (`hmm_dmirror1` / `hmm_dmirror3`, for the
+   * `hmm2` cases; needs the `two-devices` capability).
+   */
+  readonly device?: 0 | 1;
 }
 
 /** What a factory returns for one case: a fresh machine with the driver's device(s) on it. */
 export interface ConformanceTarget {
   /** The simulated machine; the cases create their processes on it. */
   readonly machine: Machine;
-  /** Opens the test device for `process` (the kernel test's `hmm_open`). */
-  open(process: Process): Promise<TestDevice>;
+  /**
+   * Opens a test device for `process` (the kernel test's `hmm_open`): the first device, or the
+   * second one with `{ device: 1 }` (drivers declaring `two-devices`). Both devices are of the
+   * case's variant (device-private or device-coherent memory).
+   */
+  open(process: Process, opts?: OpenOptions): Promise<TestDevice>;
   /** Called once after the case, passed or failed. */
   teardown?(): Promise<void>;
 }
@@ -101,5 +152,6 @@ export type ConformanceFactory = (opts: ConformanceFactoryOptions) => Promise<Co
 /** What the driver declares: its name and capabilities (the cases it cannot run are skipped). */
 export interface ConformanceManifest {
   readonly name: string;
-  readonly capabilities: readonly DriverCapability[];
+  /** Driver capabilities, plus `two-devices` if the target opens a second device. */
+  readonly capabilities: readonly Capability[];
 }

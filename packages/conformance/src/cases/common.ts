@@ -4,10 +4,26 @@
  *
  * @module
  */
+import { MapFlag, PAGE_SIZE, Prot } from '@hmm/core';
 import type { Process } from '@hmm/core';
-import type { Variant } from '../catalog.js';
+import type { Capability, Variant } from '../catalog.js';
 import { ConformanceFailure, check } from '../assert.js';
 import type { ConformanceTarget, TestDevice } from '../target.js';
+
+/** The page size. */
+export const P = PAGE_SIZE;
+/** HMM_BUFFER_SIZE (4 MiB in the kernel), shrunk to 1 MiB to stay fast. */
+export const SIZE = 1 << 20;
+/** Pages of a {@link SIZE} buffer. */
+export const NPAGES = SIZE / P;
+/** Ints of a {@link SIZE} buffer. */
+export const INTS = SIZE / 4;
+/** Ints per page. */
+export const PAGE_INTS = P / 4;
+export const RW = Prot.READ | Prot.WRITE;
+export const PRIV_ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
+/** NTIMES of the kernel test. */
+export const NTIMES = 10;
 
 /** What a case receives besides its target. */
 export interface CaseContext {
@@ -17,6 +33,8 @@ export interface CaseContext {
   readonly variant: Variant;
   /** Seeds a seed-exploring case runs over (from `seed` on). */
   readonly seeds: number;
+  /** The capabilities the driver declared (cases with optional parts look at them). */
+  readonly capabilities: readonly Capability[];
   /** A further fresh target (seed-exploring cases); torn down by the runner after the case. */
   createTarget(seed: number): Promise<ConformanceTarget>;
 }
@@ -60,6 +78,55 @@ export async function withDevice(
       { cause: e },
     );
   }
+}
+
+/** Fixture of a two-device kernel test (`FIXTURE(hmm2)`): one process, a file of each device. */
+export interface Fixture2 {
+  readonly t: ConformanceTarget;
+  readonly p: Process;
+  readonly dev0: TestDevice;
+  readonly dev1: TestDevice;
+}
+
+/**
+ * FIXTURE_SETUP/TEARDOWN(hmm2): as {@link withDevice}, with the target's two devices opened by the
+ * same process (`open(p)` and `open(p, { device: 1 })`).
+ */
+export async function withDevices2(
+  t: ConformanceTarget,
+  body: (f: Fixture2) => Promise<void>,
+): Promise<void> {
+  await withDevice(t, async ({ p, dev }) => {
+    const dev1 = await t.open(p, { device: 1 });
+    try {
+      await body({ t, p, dev0: dev, dev1 });
+    } finally {
+      await dev1.close();
+    }
+  });
+}
+
+/** True if the driver declared device memory usable in this case's variant. */
+export function hasDeviceMemory(ctx: CaseContext): boolean {
+  return ctx.capabilities.includes(ctx.variant === 'device-coherent' ? 'device-coherent' : 'device-private');
+}
+
+/** The optional commands of a {@link TestDevice}. */
+type OptionalCommand =
+  'migrateToDevice' | 'migrateToSystem' | 'exclusive' | 'checkExclusive' | 'release' | 'failNextAlloc';
+
+/**
+ * The optional command `name` of `dev`, bound to it; a {@link ConformanceFailure} if the driver
+ * declared the capability that needs it but does not implement it.
+ */
+export function command<K extends OptionalCommand>(dev: TestDevice, name: K): NonNullable<TestDevice[K]> {
+  const fn = dev[name];
+  if (typeof fn !== 'function') {
+    throw new ConformanceFailure(
+      `the driver declares the capability this case needs, so its TestDevice implements ${name}()`,
+    );
+  }
+  return (fn as (...args: unknown[]) => unknown).bind(dev) as NonNullable<TestDevice[K]>;
 }
 
 /** Little-endian int32 bytes with `int[i] = f(i)` for `n` ints. */

@@ -7,6 +7,8 @@
  */
 import type { CaseInfo } from '../catalog.js';
 import type { CaseFn } from './common.js';
+import { EXCLUSIVE_CASES } from './exclusive.js';
+import { MIGRATE_CASES } from './migrate.js';
 import { MIRROR_CASES } from './mirror.js';
 
 /** Name of a case group. */
@@ -23,7 +25,13 @@ export function groupOf(info: CaseInfo): GroupName {
 }
 
 /** Every implemented case, by catalogue id. */
-export const IMPLEMENTATIONS: Readonly<Record<string, CaseFn>> = { ...MIRROR_CASES };
+export const IMPLEMENTATIONS: Readonly<Record<string, CaseFn>> = {
+  ...MIRROR_CASES,
+  ...MIGRATE_CASES,
+  ...EXCLUSIVE_CASES,
+};
 
 export { MIRROR_CASES } from './mirror.js';
+export { MIGRATE_CASES } from './migrate.js';
+export { EXCLUSIVE_CASES } from './exclusive.js';
 export type { CaseContext, CaseFn } from './common.js';

@@ -3,25 +3,35 @@
  * READ / WRITE / SNAPSHOT of anonymous, shared and file memory, protections, fork, and munmap
  * racing a device READ. Same set-up and assertions as the kernel's, with a 1 MiB buffer instead
  * of 4 MiB; CPU stores `int[i] = i` are `p.write` of little-endian int32s. Where the driver exposes
- * {@link TestDevice.devicePerms}, the cases also check the device mappings.
+ * {@link TestDevice.devicePerms}, the cases also check the device mappings. Two cases have parts
+ * that need device memory, run when the driver declares it for the variant: `anon_write_child`'s
+ * pre-migrated round and `hmm2.snapshot`'s device pages (with `two-devices`).
  *
  * @module
  */
-import { DevPerm, MapFlag, PAGE_SIZE, Prot, isHmmError } from '@hmm/core';
+import { DevPerm, MapFlag, Prot, isHmmError } from '@hmm/core';
+import type { Process } from '@hmm/core';
 import { check, checkEqual, checkRejects, withSeed } from '../assert.js';
 import { SnapshotByte } from '../target.js';
 import type { TestDevice } from '../target.js';
-import { checkInts, checkUnmapped, devicePerms, ints, withDevice } from './common.js';
+import {
+  INTS,
+  NPAGES,
+  NTIMES,
+  P,
+  PRIV_ANON,
+  RW,
+  SIZE,
+  checkInts,
+  checkUnmapped,
+  command,
+  devicePerms,
+  hasDeviceMemory,
+  ints,
+  withDevice,
+  withDevices2,
+} from './common.js';
 import type { CaseFn } from './common.js';
-
-const P = PAGE_SIZE;
-/** HMM_BUFFER_SIZE (4 MiB in the kernel), shrunk to stay fast. */
-const SIZE = 1 << 20;
-const NPAGES = SIZE / P;
-const INTS = SIZE / 4;
-const RW = Prot.READ | Prot.WRITE;
-const PRIV_ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
-const NTIMES = 10;
 
 /** Seeds over which anon_teardown must see both outcomes of the race (the runner's default). */
 export const TEARDOWN_RACE_SEEDS = 20;
@@ -122,33 +132,42 @@ export const MIRROR_CASES: Readonly<Record<string, CaseFn>> = {
     });
   },
 
-  // No migration and no THP in this version.
-  'hmm.anon_write_child': async (t) => {
+  // The kernel runs four rounds: pre-migrated or not, THP or not. THP is not simulated; the
+  // pre-migrated round runs when the driver has device memory for the variant.
+  'hmm.anon_write_child': async (t, ctx) => {
     const m = t.machine;
-    await withDevice(t, async ({ p }) => {
-      // buffer->size = size * 2; the test uses the first `size` bytes.
-      const a = await p.mmap({ length: 2 * SIZE, prot: RW, flags: PRIV_ANON });
-      await p.write(
-        a,
-        ints(INTS, (i) => i),
-      );
-      const mirror = ints(INTS, (i) => -i);
-      const child = await p.fork();
-      const task = m.sched.spawn('child', async () => {
-        // The child sees the parent's values.
-        checkInts(await child.read(a, SIZE), (i) => i, 'the child sees the parent data');
-        // The child needs its own mirror of its own mm.
-        const cdev = await t.open(child);
-        checkResult(await cdev.write(a, mirror), NPAGES, 1, 'device WRITE in the child');
-        checkInts(await child.read(a, SIZE), (i) => -i, 'the child sees its device WRITE');
-        await cdev.close();
-        await child.exit(0);
-      });
-      await task.join(); // waitpid
-      checkEqual(child.exitCode, 0, 'child exit code');
-      // The parent's buffer did not change (COW).
-      checkInts(await p.read(a, SIZE), (i) => i, 'the parent keeps its data (COW)');
-      await p.munmap(a, 2 * SIZE);
+    const rounds = hasDeviceMemory(ctx) ? [false, true] : [false];
+    await withDevice(t, async ({ p, dev }) => {
+      for (const migrate of rounds) {
+        const what = migrate ? ' (pre-migrated)' : '';
+        // buffer->size = size * 2; the test uses the first `size` bytes.
+        const a = await p.mmap({ length: 2 * SIZE, prot: RW, flags: PRIV_ANON });
+        await p.write(
+          a,
+          ints(INTS, (i) => i),
+        );
+        const mirror = ints(INTS, (i) => -i);
+        if (migrate) {
+          const r = await command(dev, 'migrateToDevice')(a, NPAGES);
+          checkEqual(r.cpages, NPAGES, 'MIGRATE_TO_DEV cpages');
+        }
+        const child = await p.fork();
+        const task = m.sched.spawn('child', async () => {
+          // The child sees the parent's values (device-private pages come back on the CPU access).
+          checkInts(await child.read(a, SIZE), (i) => i, `the child sees the parent data${what}`);
+          // The child needs its own mirror of its own mm.
+          const cdev = await t.open(child);
+          checkResult(await cdev.write(a, mirror), NPAGES, 1, `device WRITE in the child${what}`);
+          checkInts(await child.read(a, SIZE), (i) => -i, `the child sees its device WRITE${what}`);
+          await cdev.close();
+          await child.exit(0);
+        });
+        await task.join(); // waitpid
+        checkEqual(child.exitCode, 0, 'child exit code');
+        // The parent's buffer did not change (COW).
+        checkInts(await p.read(a, SIZE), (i) => i, `the parent keeps its data (COW)${what}`);
+        await p.munmap(a, 2 * SIZE);
+      }
     });
   },
 
@@ -321,9 +340,11 @@ export const MIRROR_CASES: Readonly<Record<string, CaseFn>> = {
     m.checkInvariants();
   },
 
-  // hmm2.snapshot without device memory: pages 5 and 6 are not migrated, hence NONE.
-  'hmm2.snapshot': async (t) => {
-    await withDevice(t, async ({ p, dev }) => {
+  // With device memory and two devices, as the kernel: pages 5 and 6 are migrated to devices 0
+  // and 1. Without them (a mirror-only driver) pages 5 and 6 stay untouched, hence NONE.
+  'hmm2.snapshot': async (t, ctx) => {
+    const full = hasDeviceMemory(ctx) && ctx.capabilities.includes('two-devices');
+    const body = async (p: Process, dev0: TestDevice, dev1: TestDevice | null): Promise<void> => {
       const npages = 7;
       const a = await p.mmap({ length: npages * P, prot: Prot.NONE, flags: PRIV_ANON });
       // Punch a hole after the first page.
@@ -339,9 +360,21 @@ export const MIRROR_CASES: Readonly<Record<string, CaseFn>> = {
       // Pages 4-6: read-write; only page 4 is touched.
       await p.mprotect(a + 4 * P, 3 * P, RW);
       await p.writeU32(a + 4 * P, val);
-      // Pages 5 and 6 would be migrated to devices 0 and 1 (device memory is not modelled yet):
-      // untouched, they are not present, hence NONE.
-      const snap = await dev.snapshot(a, npages);
+      let five: number = SnapshotByte.NONE;
+      let six: number = SnapshotByte.NONE;
+      if (dev1 !== null) {
+        // Page 5 is migrated to device 0, page 6 to device 1.
+        const r0 = await command(dev0, 'migrateToDevice')(a + 5 * P, 1);
+        checkEqual(r0.cpages, 1, 'MIGRATE_TO_DEV of page 5 to device 0: cpages');
+        const r1 = await command(dev1, 'migrateToDevice')(a + 6 * P, 1);
+        checkEqual(r1.cpages, 1, 'MIGRATE_TO_DEV of page 6 to device 1: cpages');
+        const coherent = ctx.variant === 'device-coherent';
+        five =
+          (coherent ? SnapshotByte.DEV_COHERENT_LOCAL : SnapshotByte.DEV_PRIVATE_LOCAL) | SnapshotByte.WRITE;
+        // Another device's private page is not reported (not faulted either); coherent pages are.
+        six = coherent ? SnapshotByte.DEV_COHERENT_REMOTE | SnapshotByte.WRITE : SnapshotByte.NONE;
+      }
+      const snap = await dev0.snapshot(a, npages);
       checkEqual(snap.length, npages, 'snapshot cpages');
       checkEqual(
         Array.from(snap),
@@ -351,15 +384,17 @@ export const MIRROR_CASES: Readonly<Record<string, CaseFn>> = {
           SnapshotByte.ZERO | SnapshotByte.READ,
           SnapshotByte.READ,
           SnapshotByte.WRITE,
-          SnapshotByte.NONE,
-          SnapshotByte.NONE,
+          five,
+          six,
         ],
         'snapshot bytes',
       );
-      // A snapshot faults nothing in and maps nothing on the device.
+      // A snapshot faults nothing in.
       checkEqual(await p.readU32(a + 4 * P), 3, 'CPU data after the snapshot');
-      checkUnmapped(dev, a, npages, 'a snapshot maps nothing on the device');
+      if (dev1 === null) checkUnmapped(dev0, a, npages, 'a snapshot maps nothing on the device');
       await p.munmap(a, npages * P);
-    });
+    };
+    if (full) await withDevices2(t, ({ p, dev0, dev1 }) => body(p, dev0, dev1));
+    else await withDevice(t, ({ p, dev }) => body(p, dev, null));
   },
 };

@@ -89,6 +89,8 @@ async function madviseFree(ctx: MmContext, mm: MmStruct, start: number, end: num
     const pf = mem.flags[pfn]!;
     if ((pf & PG.ANON) === 0 || mem.mapcount[pfn] !== 1) return;
     arena.pteFlags[slot] = f & ~(Pte.DIRTY | Pte.ACCESSED);
+    // A device-coherent page is never on an LRU list, so it cannot be lazily freed (folio_mark_lazyfree).
+    if ((pf & PG.ZONE_DEVICE) !== 0) return;
     // Lazy free: off the swap-backed lists, clean, on the inactive file list (as the kernel does).
     ctx.lru.del(pfn);
     mem.flags[pfn] = pf & ~(PG.SWAPBACKED | PG.DIRTY | PG.ACTIVE | PG.REFERENCED | PG.LRU);

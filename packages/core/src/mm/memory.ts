@@ -297,7 +297,8 @@ async function doDevicePrivateFault(
   }
   bus.count('mm.fault.device-private');
   try {
-    await pgmap.ops.migrateToRam({ vma, address: addr, page: pv, write });
+    // vmf->address: the page-aligned faulting address, as the op's contract says.
+    await pgmap.ops.migrateToRam({ vma, address: addr - (addr % PAGE_SIZE), page: pv, write });
   } catch (e) {
     if (e instanceof HmmError && e.code === 'ENOMEM') throw e;
     throw new HmmError(

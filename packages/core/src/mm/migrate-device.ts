@@ -256,7 +256,7 @@ async function unmapCollected(
   for (let i = 0; i < n; i++) {
     const pfn = migratePfnToPfn(src[i]!);
     if (pfn < 0 || (src[i]! & MigratePfn.MIGRATE) === 0) continue;
-    if ((mem.flags[pfn]! & PG.ANON) !== 0) {
+    if ((mem.flags[pfn]! & PG.ANON) !== 0 && !soleMigrationEntry(ctx, pfn)) {
       for (;;) {
         let other = -1;
         let otherMm: MmStruct | undefined;
@@ -280,13 +280,19 @@ async function unmapCollected(
     const expected =
       mem.mapcount[pfn]! + 1 + (pfn === faultPage ? 1 : 0) + ((mem.flags[pfn]! & PG.PAGECACHE) !== 0 ? 1 : 0);
     if (mem.refcount[pfn]! > expected || mem.pincount[pfn]! > 0) {
-      // Pinned or otherwise held: put it back as it was.
-      src[i] = src[i]! - MigratePfn.MIGRATE;
+      // Pinned or otherwise held: put it back as it was, and forget it (finalize must not restore it again).
+      src[i] = 0;
       restorePage(ctx, pfn, faultPage);
       dropped++;
     }
   }
   return dropped;
+}
+
+/** True if anon `pfn` has one mapping and it is a migration entry already (the rmap then holds only it). */
+function soleMigrationEntry(ctx: MmContext, pfn: number): boolean {
+  const slot = ctx.mem.rmap[pfn]!;
+  return ctx.mem.mapcount[pfn] === 1 && slot !== 0 && isMigrationEntry(pteType(ctx.arena.pteFlags[slot]!));
 }
 
 /** Turns every migration entry of `src` into a mapping of `to` (`remove_migration_ptes`). */
@@ -295,9 +301,15 @@ function removeMigrationPtes(ctx: MmContext, src: number, to: number): void {
   if ((mem.flags[src]! & PG.ANON) === 0) return;
   const arena = ctx.arena;
   const slots: number[] = [];
-  ctx.rmap.walk(src, (_m, slot) => {
-    if (isMigrationEntry(pteType(arena.pteFlags[slot]!)) && arena.pteVal[slot] === src) slots.push(slot);
-  });
+  const only = mem.rmap[src]!;
+  if (mem.mapcount[src] === 1 && only !== 0) {
+    // One mapping, so the rmap holds exactly `only`: no walk needed.
+    if (isMigrationEntry(pteType(arena.pteFlags[only]!)) && arena.pteVal[only] === src) slots.push(only);
+  } else {
+    ctx.rmap.walk(src, (_m, slot) => {
+      if (isMigrationEntry(pteType(arena.pteFlags[slot]!)) && arena.pteVal[slot] === src) slots.push(slot);
+    });
+  }
   const toPrivate =
     to !== src
       ? pagemapOf(ctx, to)?.type === MemoryType.DEVICE_PRIVATE

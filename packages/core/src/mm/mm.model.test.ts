@@ -1,11 +1,15 @@
 /**
- * Model-based property test of the CPU-side memory manager: random sequences of mmap, munmap,
- * mprotect, mremap, madvise, fork, exit, CPU reads and writes, pin, unpin and forced reclaim on a
- * machine with little RAM are replayed against a plain reference model. After every step:
- * every byte a process reads equals the model (MADV_FREE pages may read as old data or zeros until
- * written), errors match the model's errno, the VMA layout matches, the memory manager's own
- * invariants hold, and no pinned page has been reclaimed or moved. At the end every frame and swap
- * slot is free. fast-check prints the seed and the shrunk failing sequence on failure.
+ * Model-based property test of the memory manager: random sequences of mmap, munmap, mprotect,
+ * mremap, madvise, fork, exit, CPU reads and writes, pin, unpin and forced reclaim on a machine with
+ * little RAM, mixed with device memory (migration of ranges to a device-private and a
+ * device-coherent memory and back, with injected allocation failures, device reads and writes,
+ * device-exclusive pages, release of all device memory) are replayed against a plain reference
+ * model. After every step: every byte a process or device reads equals the model (MADV_FREE pages
+ * may read as old data or zeros until written), errors match the model's errno, the VMA layout
+ * matches, the memory manager's own invariants hold, no device frame is on an LRU list, and no
+ * pinned page has been reclaimed or moved. At the end, after every process exits and the device
+ * memory is released, every RAM frame, device frame and swap slot is free. fast-check prints the
+ * seed and the shrunk failing sequence on failure.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -14,15 +18,20 @@ import { Machine } from '../system/machine.js';
 import { Foll, Madv, MapFlag, MremapFlag, PAGE_SIZE, Prot, TASK_SIZE } from './constants.js';
 import type { SimFile } from './filemap.js';
 import { unpinUserPages } from './gup.js';
+import { MemoryType } from './memremap.js';
 import { PG } from './page-flags.js';
-import { Pte } from './pgtable.js';
+import { Pte, PteType, pteType } from './pgtable.js';
 import type { Process } from './process.js';
+import { TestDevmemDriver } from '../testing/devmem-driver.js';
 
 const P = PAGE_SIZE;
+const STATS: Map<string, number> | null = process.env.HMM_PROP_STATS === undefined ? null : new Map();
 const RAM_PAGES = 48;
 const SWAP_PAGES = 4096;
 const MAX_PROCS = 4;
 const MAX_PINNED = 12;
+/** Pages of each device memory (two chunks of 16 and 8 pages). */
+const DEV_PAGES = 24;
 const ZERO = new Uint8Array(P);
 
 type Kind = 'anon' | 'shm' | 'file';
@@ -89,7 +98,17 @@ type Op =
   | { t: 'write'; seg: number; from: number; len: number; byte: number }
   | { t: 'pin'; seg: number; from: number; pages: number; write: boolean }
   | { t: 'unpin'; which: number }
-  | { t: 'reclaim'; pages: number };
+  | { t: 'reclaim'; pages: number }
+  /** Device ops: `dev` 0 is the device-private driver, 1 the device-coherent one. */
+  | { t: 'todev'; dev: number; seg: number; from: number; pages: number; fail: number }
+  | { t: 'tosys'; dev: number; seg: number; from: number; pages: number; hot: boolean }
+  /** `hot`: aim at a page of this process that is in the device's memory, if there is one. */
+  | { t: 'devread'; dev: number; seg: number; from: number; len: number; hot: boolean }
+  | { t: 'devwrite'; dev: number; seg: number; from: number; len: number; byte: number; hot: boolean }
+  | { t: 'excl'; dev: number; seg: number; from: number; touch: 'none' | 'read' | 'write' }
+  /** `dev` 2 releases both. */
+  | { t: 'release'; dev: number }
+  | { t: 'verify' };
 
 const protArb = fc.constantFrom(Prot.READ | Prot.WRITE, Prot.READ | Prot.WRITE, Prot.READ, Prot.NONE);
 const small = fc.nat({ max: 40 });
@@ -183,6 +202,63 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     weight: 2,
     arbitrary: fc.record({ t: fc.constant('reclaim' as const), pages: fc.integer({ min: 1, max: 64 }) }),
   },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      t: fc.constant('todev' as const),
+      dev: fc.nat({ max: 1 }),
+      seg: small,
+      from: fc.nat({ max: 8 }),
+      pages: fc.integer({ min: 1, max: 10 }),
+      fail: fc.constantFrom(0, 0, 0, 1, 2, 5),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('tosys' as const),
+      dev: fc.nat({ max: 1 }),
+      seg: small,
+      from: fc.nat({ max: 8 }),
+      pages: fc.integer({ min: 1, max: 10 }),
+      hot: fc.boolean(),
+    }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      t: fc.constant('devread' as const),
+      dev: fc.nat({ max: 1 }),
+      seg: small,
+      from: fc.nat({ max: 12 * P }),
+      len: fc.integer({ min: 1, max: P }),
+      hot: fc.boolean(),
+    }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      t: fc.constant('devwrite' as const),
+      dev: fc.nat({ max: 1 }),
+      seg: small,
+      from: fc.nat({ max: 12 * P }),
+      len: fc.integer({ min: 1, max: P }),
+      byte: fc.integer({ min: 1, max: 255 }),
+      hot: fc.boolean(),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant('excl' as const),
+      dev: fc.nat({ max: 1 }),
+      seg: small,
+      from: fc.nat({ max: 8 }),
+      touch: fc.constantFrom<'none' | 'read' | 'write'>('none', 'read', 'write'),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('release' as const), dev: fc.nat({ max: 2 }) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('verify' as const) }) },
 );
 
 /** Error code an SDK call produced, or null. */
@@ -196,12 +272,22 @@ async function codeOf(f: () => Promise<unknown>): Promise<string | null> {
   }
 }
 
+/** Counts an event for HMM_PROP_STATS (no-op otherwise). */
+function stat(key: string, n = 1): void {
+  if (STATS !== null && n > 0) STATS.set(key, (STATS.get(key) ?? 0) + n);
+}
+
 class World {
   readonly m = new Machine({ ramBytes: RAM_PAGES * P, swapBytes: SWAP_PAGES * P, seed: 7 });
   readonly procs: MProc[] = [];
   readonly files: MObj[] = [];
   readonly pins: Pin[] = [];
   readonly log: string[] = [];
+  /** The device-private driver and the device-coherent one. */
+  readonly devs = [
+    new TestDevmemDriver(this.m, MemoryType.DEVICE_PRIVATE, DEV_PAGES),
+    new TestDevmemDriver(this.m, MemoryType.DEVICE_COHERENT, DEV_PAGES),
+  ];
 
   async init(fileSizes: number[]): Promise<void> {
     for (let i = 0; i < fileSizes.length; i++) {
@@ -496,6 +582,10 @@ class World {
         if (this.procs.length >= MAX_PROCS) return;
         this.log.push(`pid ${p.pid}: fork`);
         const c = await p.fork();
+        stat(
+          'fork-shared-device-private-pages',
+          this.devs[0]!.devmem.framesInUse().filter((f) => this.m.mm.mem.mapcount[f]! > 1).length,
+        );
         const amb = new Map<number, Amb>();
         for (const [v, a] of mp.amb) amb.set(v, { cands: a.cands.slice(), stable: a.stable });
         this.procs.push({ p: c, segs: mp.segs.map((x) => ({ ...x })), priv: new Map(mp.priv), amb });
@@ -598,7 +688,154 @@ class World {
         await this.m.reclaim(op.pages);
         return;
       }
+      case 'todev':
+      case 'tosys': {
+        const s = this.pickSeg(mp, op.seg);
+        if (s === undefined) return;
+        const drv = this.devs[op.dev]!;
+        let start = s.start + Math.min(op.from, (s.end - s.start) / P - 1) * P;
+        let seg = s;
+        if (op.t === 'tosys' && op.hot) {
+          const hot = this.devicePages(mp, drv);
+          if (hot.length > 0) {
+            start = hot[op.from % hot.length]!;
+            seg = this.segAt(mp, start)!;
+          }
+        }
+        const n = Math.min(op.pages, (seg.end - start) / P);
+        if (op.t === 'tosys') {
+          this.log.push(`pid ${p.pid}: dev${op.dev} to-system ${start.toString(16)} ${n}p`);
+          stat(`dev${op.dev}-pages-back`, await drv.toSystem(p, start, n));
+          // Nothing of this device is left in the range but device-exclusive entries (not collected).
+          expect(this.onDevice(mp, drv, start, n, false)).toBe(0);
+          return;
+        }
+        const fail = op.fail;
+        if (fail > 0) drv.devmem.failNextAlloc(fail);
+        this.log.push(`pid ${p.pid}: dev${op.dev} to-device ${start.toString(16)} ${n}p fail ${fail}`);
+        const moved = await drv.toDevice(p, start, n);
+        drv.devmem.failNextAlloc(0);
+        stat(`dev${op.dev}-pages-moved`, moved);
+        if (fail > 0 && drv.lastCollected > 0) stat(`dev${op.dev}-alloc-failures-hit`);
+        // Each collected entry costs one allocation; the failed ones stay where they were.
+        expect(moved).toBeLessThanOrEqual(Math.max(0, drv.lastCollected - fail));
+        expect(this.onDevice(mp, drv, start, n, true)).toBeGreaterThanOrEqual(moved);
+        return;
+      }
+      case 'devread':
+      case 'devwrite': {
+        const s = this.pickSeg(mp, op.seg);
+        if (s === undefined) return;
+        const drv = this.devs[op.dev]!;
+        const write = op.t === 'devwrite';
+        let start = s.start + (op.from % (s.end - s.start));
+        let seg = s;
+        if (op.hot) {
+          const hot = this.devicePages(mp, drv);
+          if (hot.length > 0) {
+            start = hot[Math.floor(op.from / P) % hot.length]! + (op.from % P);
+            seg = this.segAt(mp, start)!;
+          }
+        }
+        const len = Math.min(op.len, P - (start % P));
+        const want = this.accessError(seg, start, write);
+        this.log.push(`pid ${p.pid}: dev${op.dev} ${op.t} ${start.toString(16)} +${len} expect ${want}`);
+        if (op.t === 'devread') {
+          let got: Uint8Array | null = null;
+          const code = await codeOf(async () => {
+            got = await drv.deviceRead(p, start, len);
+          });
+          expect(code).toBe(want);
+          if (code === null) this.checkBytes(mp, start, got!);
+          return;
+        }
+        const data = new Uint8Array(len).fill(op.byte);
+        for (let i = 0; i < len; i += 89) data[i] = (op.byte * 3 + i) & 0xff;
+        const code = await codeOf(() => drv.deviceWrite(p, start, data));
+        expect(code).toBe(want);
+        if (code === null) this.applyWrite(mp, start, data);
+        return;
+      }
+      case 'excl': {
+        const s = this.pickSeg(mp, op.seg);
+        if (s === undefined) return;
+        const drv = this.devs[op.dev]!;
+        const start = s.start + Math.min(op.from, (s.end - s.start) / P - 1) * P;
+        let want = this.accessError(s, start, true);
+        if (want === null && s.shared) want = 'EOPNOTSUPP';
+        this.log.push(`pid ${p.pid}: dev${op.dev} exclusive ${start.toString(16)} expect ${want}`);
+        let pfn = -1;
+        const code = await codeOf(async () => {
+          pfn = await drv.makeExclusive(p, start);
+        });
+        expect(code).toBe(want);
+        if (code !== null) return;
+        // The write fault it takes breaks COW of a private file page.
+        const v = start / P;
+        if (s.kind === 'file' && !mp.priv.has(v) && !mp.amb.has(v))
+          mp.priv.set(v, this.pageCands(mp, s, start)[0]!);
+        const slot = p.mm.pgtable.lookup(v);
+        expect(pteType(this.m.mm.arena.pteFlags[slot]!)).toBe(PteType.DEVICE_EXCLUSIVE);
+        expect(this.m.mm.arena.pteVal[slot]).toBe(pfn);
+        stat(`excl-on-${(this.m.mm.mem.flags[pfn]! & PG.ZONE_DEVICE) !== 0 ? 'device' : 'ram'}-page`);
+        if (op.touch !== 'none') {
+          // Any CPU access ends device-exclusive access and restores the PTE.
+          if (op.touch === 'read') {
+            this.log.push(`pid ${p.pid}: read ${start.toString(16)} +${P}`);
+            this.checkBytes(mp, start, await p.read(start, P));
+          } else {
+            const data = new Uint8Array([op.dev + 1, 0x5a, 0xa5]);
+            this.log.push(`pid ${p.pid}: write ${(start + 17).toString(16)} +${data.length}`);
+            await p.write(start + 17, data);
+            this.applyWrite(mp, start + 17, data);
+          }
+          const f = this.m.mm.arena.pteFlags[p.mm.pgtable.lookup(v)]!;
+          expect(f & Pte.PRESENT).not.toBe(0);
+          expect(this.m.mm.arena.pteVal[p.mm.pgtable.lookup(v)]).toBe(pfn);
+        }
+        return;
+      }
+      case 'release': {
+        const list = op.dev === 2 ? this.devs : [this.devs[op.dev]!];
+        this.log.push(`release dev${op.dev}`);
+        for (const d of list) {
+          await d.devmem.release();
+          expect(d.devmem.nrAllocated).toBe(0);
+          expect(d.devmem.chunks).toEqual([]);
+        }
+        return;
+      }
+      case 'verify': {
+        this.log.push('verify');
+        return; // the caller reads everything through the CPU
+      }
     }
+  }
+
+  /** Addresses of the pages of `mp` whose entry refers to a frame of `drv`'s memory, in address order. */
+  devicePages(mp: MProc, drv: TestDevmemDriver): number[] {
+    const out: number[] = [];
+    for (const s of mp.segs)
+      for (let a = s.start; a < s.end; a += P) if (this.onDevice(mp, drv, a, 1, false) > 0) out.push(a);
+    return out;
+  }
+
+  /**
+   * Pages of `[start, start + n·P)` in `mp` whose entry refers to a frame of `drv`'s memory
+   * (device-exclusive entries counted only when `withExclusive`).
+   */
+  onDevice(mp: MProc, drv: TestDevmemDriver, start: number, n: number, withExclusive: boolean): number {
+    const arena = this.m.mm.arena;
+    let count = 0;
+    for (let i = 0; i < n; i++) {
+      const slot = mp.p.mm.pgtable.lookup(start / P + i);
+      if (slot < 0 || arena.pteFlags[slot] === 0 || !drv.devmem.owns(arena.pteVal[slot]!)) continue;
+      const f = arena.pteFlags[slot]!;
+      if ((f & Pte.PRESENT) !== 0 && (f & Pte.SPECIAL) !== 0) continue;
+      if (!withExclusive && (f & Pte.PRESENT) === 0 && pteType(f) === PteType.DEVICE_EXCLUSIVE) continue;
+      count++;
+    }
+    return count;
   }
 
   /** Compares bytes a process read with the model; narrows MADV_FREE candidates that are stable. */
@@ -661,13 +898,17 @@ class World {
     }
   }
 
-  /** Reads every accessible page of every process and compares it with the model. */
-  async verifyAll(): Promise<void> {
+  /**
+   * Reads every accessible page of every process and compares it with the model: through the CPU
+   * (which migrates device-private pages back to RAM), or, with `peek`, as the device-private
+   * driver reads them (its own pages straight from device memory, where they stay).
+   */
+  async verifyAll(peek = false): Promise<void> {
     for (const mp of this.procs) {
       for (const s of [...mp.segs]) {
         for (let a = s.start; a < s.end; a += P) {
           if (this.accessError(s, a, false) !== null) continue;
-          this.checkBytes(mp, a, await mp.p.read(a, P));
+          this.checkBytes(mp, a, peek ? await this.devs[0]!.deviceRead(mp.p, a, P) : await mp.p.read(a, P));
         }
       }
     }
@@ -697,8 +938,17 @@ class World {
       if (!pin.valid) continue;
       const slot = pin.proc.p.mm.pgtable.lookup(pin.vpn);
       expect(slot).toBeGreaterThanOrEqual(0);
-      expect(ctx.arena.pteFlags[slot]! & Pte.PRESENT).not.toBe(0);
+      // Present, or taken device-exclusive (the page stays where it is).
+      const f = ctx.arena.pteFlags[slot]!;
+      if ((f & Pte.PRESENT) === 0) expect(pteType(f)).toBe(PteType.DEVICE_EXCLUSIVE);
       expect(ctx.arena.pteVal[slot]).toBe(pin.pfn);
+    }
+    // Device frames never sit on an LRU list (reclaim does not handle them).
+    for (let pfn = ctx.mem.nrRamFrames; pfn < ctx.mem.nrFrames; pfn++) {
+      if ((ctx.mem.flags[pfn]! & PG.LRU) !== 0)
+        throw new Error(
+          `device frame ${pfn.toString(16)} is on an LRU list (flags ${ctx.mem.flags[pfn]!.toString(16)})`,
+        );
     }
   }
 
@@ -709,11 +959,15 @@ class World {
       this.m.mm,
       this.pins.splice(0).map((pin) => pin.pfn),
     );
+    for (const d of this.devs) await d.devmem.release();
     for (const f of this.files) await this.m.truncate(f.sdk!, 0);
     const st = this.m.stats();
     expect(st.usedPages).toBe(0);
     expect(st.swapUsed).toBe(0);
     expect(st.pageTableBytes).toBe(0);
+    expect(this.m.mm.mem.allocatedFrames()).toEqual([]);
+    expect(this.m.mm.mem.allocatedDeviceFrames()).toEqual([]);
+    for (const d of this.devs) expect(d.devmem.nrAllocated).toBe(0);
   }
 }
 
@@ -729,7 +983,6 @@ function dedupe(list: Uint8Array[]): Uint8Array[] {
   return out;
 }
 
-const STATS: Map<string, number> | null = process.env.HMM_PROP_STATS === undefined ? null : new Map();
 const RUNS = Number(process.env.HMM_PROP_RUNS ?? 200);
 
 describe('mm model-based property', () => {
@@ -747,7 +1000,8 @@ describe('mm model-based property', () => {
               for (const [op, who] of ops) {
                 const before = w.log.length;
                 await w.step(op, who);
-                if (op.t === 'reclaim' || op.t === 'fork') await w.verifyAll();
+                if (op.t === 'reclaim' || op.t === 'fork') await w.verifyAll(true);
+                else if (op.t === 'release' || op.t === 'verify') await w.verifyAll();
                 if (STATS !== null)
                   STATS.set(
                     w.log.length > before ? op.t : `${op.t}-noop`,
@@ -756,6 +1010,10 @@ describe('mm model-based property', () => {
                 w.check();
               }
               await w.verifyAll();
+              for (const [i, d] of w.devs.entries()) {
+                stat(`dev${i}-local-accesses`, d.localAccesses);
+                stat(`dev${i}-faults-to-ram`, d.faultsToRam);
+              }
               await w.teardown();
             } catch (e) {
               (e as Error).message += `\nsteps:\n  ${w.log.join('\n  ')}`;

@@ -493,7 +493,8 @@ function finalize(
 /**
  * Collects device frames `[startPfn, startPfn + npages)` for eviction without a virtual range
  * (`migrate_device_range`): each frame in use is referenced, locked and all its mappings replaced
- * by migration entries (CLEAR invalidations). `src[i]` gets MIGRATE for each collected frame and 0
+ * by migration entries (CLEAR invalidations). Charges `migrate.cpuPerPageNs` per collected frame,
+ * as setup does. `src[i]` gets MIGRATE for each collected frame and 0
  * for free or busy ones. EINVAL, with nothing changed, if a frame is not a device frame.
  */
 export async function migrateDeviceRange(
@@ -521,6 +522,10 @@ export async function migrateDeviceRange(
     src[i] = migratePfn(pfn) | MigratePfn.MIGRATE;
   }
   await unmapCollected(ctx, src, npages, -1);
+  let collected = 0;
+  for (let i = 0; i < npages; i++) if ((src[i]! & MigratePfn.MIGRATE) !== 0) collected++;
+  traceMigrate(ctx, -1, 0, 0, 'setup', collected, 0);
+  await chargeCpu(ctx, collected);
 }
 
 /** Commits an eviction started by {@link migrateDeviceRange} (`migrate_device_pages`). */

@@ -31,6 +31,9 @@ export const PIN = fromCostModel('gup.pinPerPageNs');
 /** `unpin_user_pages` of one 4 KiB page (perf-anchors §1, gup_test put, [D]). */
 export const UNPIN = fromCostModel('gup.unpinPerPageNs');
 
+/** CPU overhead of `migrate_vma` per 4 KiB page, copy excluded (perf-anchors §2, Xe no-THP breakdown, [D]). */
+export const MIGRATE_CPU = fromCostModel('migrate.cpuPerPageNs');
+
 /** Bytes of `struct page` per 4 KiB frame on x86-64 (64 B; DESIGN §7), before page tables. */
 /** hmm_range_fault on a present page (an estimate). */
 export const HMM_SNAPSHOT = fromCostModel('hmm.rangeFaultPerPresentPageNs');

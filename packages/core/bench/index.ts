@@ -4,7 +4,8 @@
  *
  * Each timing is the median of `BENCH_RUNS` runs (default 3) after one warm-up run. Progress goes to
  * stderr, the table to stdout; `BENCH_JSON=path` also writes the rows as JSON (path relative to the
- * directory the command was run from).
+ * directory the command was run from). `BENCH_ONLY=group,…` runs only the named groups: fault-in,
+ * resident (metadata, pin, hmm-snapshot, fork), mirror, reclaim, sparse, copy, migrate.
  *
  * @module
  */
@@ -16,6 +17,7 @@ import { benchHmmSnapshot } from './hmm-snapshot.js';
 import { GiB, collect, fmtBytes, gcExposed, readRuns } from './harness.js';
 import type { BenchConfig } from './harness.js';
 import { benchMetadata } from './metadata.js';
+import { benchMigrate } from './migrate.js';
 import { benchMirror } from './mirror.js';
 import { benchPin } from './pin.js';
 import { benchReclaim } from './reclaim.js';
@@ -29,28 +31,45 @@ async function main(): Promise<void> {
   const cfg: BenchConfig = { runs, log: (line) => process.stderr.write(line + '\n') };
   if (!gcExposed) cfg.log('note: run node with --expose-gc for stable timings (the bench script does)');
 
+  const only = readOnly();
+  const want = (group: string): boolean => only === null || only.has(group);
+
   const rows: Row[] = [];
-  rows.push(...(await benchFaultIn(cfg)));
-  collect();
+  if (want('fault-in')) {
+    rows.push(...(await benchFaultIn(cfg)));
+    collect();
+  }
 
-  // One process with 1 GiB resident serves metadata, pin and fork, in that order: fork
-  // write-protects the parent's PTEs, which would make a later FOLL_WRITE pin fault.
-  cfg.log('fixture: 1 GiB written on a 1.5 GiB machine');
-  const fx = await populated({ ramBytes: 1.5 * GiB, swapBytes: 0, bytes: GiB });
-  rows.push(...benchMetadata(cfg, fx));
-  rows.push(...(await benchPin(cfg, fx)));
-  rows.push(...(await benchHmmSnapshot(cfg, fx)));
-  rows.push(...(await benchFork(cfg, fx)));
-  await dispose(fx);
-  collect();
+  if (want('resident')) {
+    // One process with 1 GiB resident serves metadata, pin and fork, in that order: fork
+    // write-protects the parent's PTEs, which would make a later FOLL_WRITE pin fault.
+    cfg.log('fixture: 1 GiB written on a 1.5 GiB machine');
+    const fx = await populated({ ramBytes: 1.5 * GiB, swapBytes: 0, bytes: GiB });
+    rows.push(...benchMetadata(cfg, fx));
+    rows.push(...(await benchPin(cfg, fx)));
+    rows.push(...(await benchHmmSnapshot(cfg, fx)));
+    rows.push(...(await benchFork(cfg, fx)));
+    await dispose(fx);
+    collect();
+  }
 
-  rows.push(...(await benchMirror(cfg)));
-  collect();
-  rows.push(...(await benchReclaim(cfg)));
-  collect();
-  rows.push(...(await benchSparse(cfg)));
-  collect();
-  rows.push(...(await benchCopy(cfg)));
+  if (want('mirror')) {
+    rows.push(...(await benchMirror(cfg)));
+    collect();
+  }
+  if (want('reclaim')) {
+    rows.push(...(await benchReclaim(cfg)));
+    collect();
+  }
+  if (want('sparse')) {
+    rows.push(...(await benchSparse(cfg)));
+    collect();
+  }
+  if (want('copy')) {
+    rows.push(...(await benchCopy(cfg)));
+    collect();
+  }
+  if (want('migrate')) rows.push(...(await benchMigrate(cfg)));
 
   const order = [
     'fault-in',
@@ -91,6 +110,22 @@ async function main(): Promise<void> {
   if (jsonPath !== undefined && jsonPath !== '') {
     process.stdout.write(`Wrote ${writeJson(jsonPath, meta, rows)}\n`);
   }
+}
+
+const GROUPS = ['fault-in', 'resident', 'mirror', 'reclaim', 'sparse', 'copy', 'migrate'];
+
+/** Reads `BENCH_ONLY` (comma-separated group names), or null for every group. */
+function readOnly(env: NodeJS.ProcessEnv = process.env): Set<string> | null {
+  const raw = env.BENCH_ONLY;
+  if (raw === undefined || raw.trim() === '') return null;
+  const names = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  const unknown = names.filter((n) => !GROUPS.includes(n));
+  if (unknown.length > 0)
+    throw new Error(`BENCH_ONLY: unknown group(s) ${unknown.join(', ')} (known: ${GROUPS.join(', ')})`);
+  return new Set(names);
 }
 
 function rank(order: readonly string[], id: string): number {

@@ -300,35 +300,45 @@ function removeMigrationPtes(ctx: MmContext, src: number, to: number): void {
   const mem = ctx.mem;
   if ((mem.flags[src]! & PG.ANON) === 0) return;
   const arena = ctx.arena;
-  const slots: number[] = [];
+  const toPrivate = pagemapOf(ctx, to)?.type === MemoryType.DEVICE_PRIVATE;
   const only = mem.rmap[src]!;
   if (mem.mapcount[src] === 1 && only !== 0) {
     // One mapping, so the rmap holds exactly `only`: no walk needed.
-    if (isMigrationEntry(pteType(arena.pteFlags[only]!)) && arena.pteVal[only] === src) slots.push(only);
-  } else {
-    ctx.rmap.walk(src, (_m, slot) => {
-      if (isMigrationEntry(pteType(arena.pteFlags[slot]!)) && arena.pteVal[slot] === src) slots.push(slot);
-    });
-  }
-  const toPrivate =
-    to !== src
-      ? pagemapOf(ctx, to)?.type === MemoryType.DEVICE_PRIVATE
-      : pagemapOf(ctx, src)?.type === MemoryType.DEVICE_PRIVATE;
-  for (const slot of slots) {
-    const write = pteType(arena.pteFlags[slot]!) === PteType.MIGRATION_WRITE;
-    const flags = toPrivate
-      ? nonPresentFlags(write ? PteType.DEVICE_PRIVATE_WRITE : PteType.DEVICE_PRIVATE_READ)
-      : Pte.PRESENT | (write ? Pte.WRITE | Pte.DIRTY : 0);
-    if (to !== src) {
-      mem.mapcount[src]!--;
-      mem.refcount[src]!--; // never the last: the migration holds one
-      ctx.rmap.removeAnon(src, slot);
-      mem.mapcount[to]!++;
-      mem.refcount[to]!++;
-      ctx.rmap.addAnon(to, slot);
+    if (isMigrationEntry(pteType(arena.pteFlags[only]!)) && arena.pteVal[only] === src) {
+      replaceMigrationPte(ctx, only, src, to, toPrivate);
     }
-    arena.setPte(slot, to, flags);
+    return;
   }
+  const slots: number[] = [];
+  ctx.rmap.walk(src, (_m, slot) => {
+    if (isMigrationEntry(pteType(arena.pteFlags[slot]!)) && arena.pteVal[slot] === src) slots.push(slot);
+  });
+  for (const slot of slots) replaceMigrationPte(ctx, slot, src, to, toPrivate);
+}
+
+/** Turns the migration entry at `slot` (of `src`) into a mapping of `to`, moving the map count and rmap. */
+function replaceMigrationPte(
+  ctx: MmContext,
+  slot: number,
+  src: number,
+  to: number,
+  toPrivate: boolean,
+): void {
+  const mem = ctx.mem;
+  const arena = ctx.arena;
+  const write = pteType(arena.pteFlags[slot]!) === PteType.MIGRATION_WRITE;
+  const flags = toPrivate
+    ? nonPresentFlags(write ? PteType.DEVICE_PRIVATE_WRITE : PteType.DEVICE_PRIVATE_READ)
+    : Pte.PRESENT | (write ? Pte.WRITE | Pte.DIRTY : 0);
+  if (to !== src) {
+    mem.mapcount[src]!--;
+    mem.refcount[src]!--; // never the last: the migration holds one
+    ctx.rmap.removeAnon(src, slot);
+    mem.mapcount[to]!++;
+    mem.refcount[to]!++;
+    ctx.rmap.addAnon(to, slot);
+  }
+  arena.setPte(slot, to, flags);
 }
 
 /** Puts a collected page back: restores its mappings, unlocks it and drops the migration's reference. */

@@ -154,4 +154,26 @@ describe('PageStore', () => {
     s.truncate(0);
     expect(s.contentBytes).toBe(0);
   });
+
+  it('reuses released chunks without leaking their old bytes into new pages', () => {
+    const s = new PageStore(4 * PAGES_PER_CHUNK);
+    for (let i = 0; i < PAGES_PER_CHUNK; i++) s.fill(i, 0, PAGE_SIZE, 0xaa);
+    for (let i = 0; i < PAGES_PER_CHUNK; i++) s.clear(i);
+    expect(s.contentBytes).toBe(0);
+    // The next chunk comes from the pool: a partial write must leave the rest of its page zero.
+    const p = 2 * PAGES_PER_CHUNK;
+    s.write(p, 100, pattern(8, 1), 0, 8);
+    const out = new Uint8Array(PAGE_SIZE);
+    s.read(p, 0, out, 0, PAGE_SIZE);
+    const want = new Uint8Array(PAGE_SIZE);
+    want.set(pattern(8, 1), 100);
+    expectBytes(out, want);
+    // Pages of the reused chunk that never got data read as zeros, and a whole-page copy is exact.
+    s.read(p + 1, 0, out, 0, PAGE_SIZE);
+    expectBytes(out, new Uint8Array(PAGE_SIZE));
+    s.fill(0, 0, PAGE_SIZE, 7);
+    s.copyPageFrom(s, 0, p + 3);
+    s.read(p + 3, 0, out, 0, PAGE_SIZE);
+    expectBytes(out, new Uint8Array(PAGE_SIZE).fill(7));
+  });
 });

@@ -15,9 +15,14 @@ export const PAGES_PER_CHUNK = 16;
 const CHUNK_SHIFT = 4;
 const CHUNK_BYTES = PAGES_PER_CHUNK * PAGE_SIZE;
 
+/** Spare chunks a store keeps for reuse (4 MiB). */
+export const PAGE_STORE_POOL_CHUNKS = 64;
+
 /** Sparse, chunked byte store of `capacity` pages; grows on demand when `growable`. */
 export class PageStore {
   private chunks: (Uint8Array | undefined)[] = [];
+  /** Released chunks kept for reuse; their bytes are stale (see {@link PageStore.materialise}). */
+  private readonly pool: Uint8Array[] = [];
   private live: Uint16Array;
   private has: Uint8Array;
   private _capacity: number;
@@ -77,17 +82,25 @@ export class PageStore {
     this._capacity = Math.max(this._capacity, i + 1);
   }
 
-  /** The chunk holding page `i`, materialising it and marking `i` as holding data. */
-  private materialise(i: number): Uint8Array {
+  /**
+   * The chunk holding page `i`, materialising it and marking `i` as holding data. A page that gains
+   * data is zeroed first unless the caller overwrites all of it (`whole`): bytes of pages without
+   * data are never read, so released chunks can be reused without clearing them.
+   */
+  private materialise(i: number, whole = false): Uint8Array {
     this.ensureCapacity(i);
     const c = i >>> CHUNK_SHIFT;
     let chunk = this.chunks[c];
     if (chunk === undefined) {
-      chunk = new Uint8Array(CHUNK_BYTES);
+      chunk = this.pool.pop() ?? new Uint8Array(CHUNK_BYTES);
       this.chunks[c] = chunk;
       this._materialised++;
     }
     if (this.has[i] === 0) {
+      if (!whole) {
+        const base = (i & (PAGES_PER_CHUNK - 1)) * PAGE_SIZE;
+        chunk.fill(0, base, base + PAGE_SIZE);
+      }
       this.has[i] = 1;
       this.live[c]!++;
       this._pagesWithData++;
@@ -121,16 +134,17 @@ export class PageStore {
     chunk.fill(value, base, base + len);
   }
 
-  /** Drops page `i`'s data: it reads as zeros again and its chunk is released when empty. */
+  /**
+   * Drops page `i`'s data: it reads as zeros again. A chunk left empty is released to a small pool
+   * of spare chunks (at most {@link PAGE_STORE_POOL_CHUNKS}) that later pages reuse.
+   */
   clear(i: number): void {
     if (i >= this.has.length || this.has[i] === 0) return;
     const c = i >>> CHUNK_SHIFT;
-    const chunk = this.chunks[c]!;
-    const base = (i & (PAGES_PER_CHUNK - 1)) * PAGE_SIZE;
-    chunk.fill(0, base, base + PAGE_SIZE);
     this.has[i] = 0;
     this._pagesWithData--;
     if (--this.live[c]! === 0) {
+      if (this.pool.length < PAGE_STORE_POOL_CHUNKS) this.pool.push(this.chunks[c]!);
       this.chunks[c] = undefined;
       this._materialised--;
     }
@@ -144,7 +158,7 @@ export class PageStore {
     }
     const sChunk = from.chunks[src >>> CHUNK_SHIFT]!;
     const sBase = (src & (PAGES_PER_CHUNK - 1)) * PAGE_SIZE;
-    const dChunk = this.materialise(dst);
+    const dChunk = this.materialise(dst, true);
     const dBase = (dst & (PAGES_PER_CHUNK - 1)) * PAGE_SIZE;
     dChunk.set(sChunk.subarray(sBase, sBase + PAGE_SIZE), dBase);
   }

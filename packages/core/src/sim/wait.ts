@@ -68,6 +68,7 @@ export class WaitQueue {
 
   /** Wakes every waiting task, in FIFO order; returns how many were woken. */
   wakeAll(): number {
+    if (this.#waiters.length === 0) return 0;
     const waiters = this.#waiters.splice(0);
     let n = 0;
     for (const t of waiters) if (this.#sched.wake(t)) n++;

@@ -43,7 +43,7 @@ export class PageStore {
     return this._capacity;
   }
 
-  /** Bytes of content memory currently allocated (chunks materialised × 64 KiB). */
+  /** Bytes of content memory holding pages (chunks materialised × 64 KiB), not counting spare pooled chunks. */
   get contentBytes(): number {
     return this._materialised * CHUNK_BYTES;
   }

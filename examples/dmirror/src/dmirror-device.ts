@@ -20,20 +20,21 @@
  */
 import {
   CopyEngine,
+  hex,
   HmmDevmem,
   HmmError,
   MemoryType,
   MigratePfn,
+  migratePfn,
+  migratePfnToPfn,
+  migrateVmaArgs,
+  migrateVmaFinalize,
+  migrateVmaPages,
   MigrateVmaSelect,
+  migrateVmaSetup,
   PAGE_SIZE,
   PG,
   SimDevice,
-  hex,
-  migratePfn,
-  migratePfnToPfn,
-  migrateVmaFinalize,
-  migrateVmaPages,
-  migrateVmaSetup,
   unlockPage,
 } from '@hmm/core';
 import type {
@@ -41,7 +42,6 @@ import type {
   Machine,
   MemoryTypeId,
   MigrateToRamFault,
-  MigrateVma,
   MmContext,
   MmStruct,
   Vma,
@@ -200,18 +200,14 @@ export class DmirrorDevice {
     const ctx = this.machine.mm;
     const mem = ctx.mem;
     const n = (end - start) / PAGE_SIZE;
-    const args: MigrateVma = {
+    const args = migrateVmaArgs({
       vma,
       start,
       end,
-      src: new Float64Array(n),
-      dst: new Float64Array(n),
       pgmapOwner: this.device,
       flags: this.selectDevice,
-      ...(faultPage >= 0 ? { faultPage } : {}),
-      cpages: 0,
-      npages: 0,
-    };
+      faultPage,
+    });
     await migrateVmaSetup(args);
     const idx: number[] = [];
     const from: number[] = [];

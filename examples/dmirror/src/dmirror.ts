@@ -46,34 +46,35 @@
 import {
   DevPerm,
   Foll,
+  hex,
   HmmError,
   HmmPfn,
-  MMAP_MIN_ADDR,
-  MemoryType,
-  MigratePfn,
-  MigrateVmaSelect,
-  Mutex,
-  NotifyEvent,
-  PAGE_SIZE,
-  TASK_SIZE,
-  ZERO_PFN,
-  hex,
   hmmPfnFlags,
   hmmPfnToPfn,
   hmmRangeFaultLoop,
   makeDeviceExclusive,
+  MemoryType,
+  MigratePfn,
   migratePfn,
   migratePfnToPfn,
+  migrateVmaArgs,
   migrateVmaFinalize,
   migrateVmaPages,
+  MigrateVmaSelect,
   migrateVmaSetup,
+  MMAP_MIN_ADDR,
   mmuIntervalNotifierInsert,
   mmuIntervalNotifierRemove,
   mmuIntervalReadBegin,
   mmuIntervalReadRetry,
   mmuIntervalSetSeq,
+  Mutex,
+  NotifyEvent,
+  PAGE_SIZE,
   pagemapOf,
+  TASK_SIZE,
   unlockPage,
+  ZERO_PFN,
 } from '@hmm/core';
 import { SnapshotByte } from '@hmm/conformance';
 import type {
@@ -81,7 +82,6 @@ import type {
   HmmMirror,
   HmmRange,
   Machine,
-  MigrateVma,
   MmContext,
   MmuIntervalNotifier,
   MmuIntervalNotifierOps,
@@ -480,17 +480,13 @@ export class Dmirror implements HmmMirror {
     const ctx = this.machine.mm;
     const n = (end - start) / PAGE_SIZE;
     const firstVpn = start / PAGE_SIZE;
-    const args: MigrateVma = {
+    const args = migrateVmaArgs({
       vma,
       start,
       end,
-      src: new Float64Array(n),
-      dst: new Float64Array(n),
       pgmapOwner: this.device,
       flags: MigrateVmaSelect.SYSTEM | MigrateVmaSelect.COMPOUND,
-      cpages: 0,
-      npages: 0,
-    };
+    });
     await migrateVmaSetup(args);
     const allocated: number[] = [];
     let committed = false;

@@ -53,6 +53,7 @@ import type { MmuIntervalNotifier } from '../hmm/mmu-interval-notifier.js';
 import { MemoryType, unlockPage } from '../mm/memremap.js';
 import type { MigrateToRamFault } from '../mm/memremap.js';
 import {
+  migrateVmaArgs,
   MigratePfn,
   MigrateVmaSelect,
   migratePfn,
@@ -214,17 +215,7 @@ class SvmDriver {
   private async migrateToDevice(vma: Vma, start: number, end: number, ph: FaultPhases): Promise<number> {
     const n = (end - start) / P;
     const mem = this.m.mm.mem;
-    const args: MigrateVma = {
-      vma,
-      start,
-      end,
-      src: new Float64Array(n),
-      dst: new Float64Array(n),
-      pgmapOwner: this.device,
-      flags: MigrateVmaSelect.SYSTEM,
-      cpages: 0,
-      npages: 0,
-    };
+    const args = migrateVmaArgs({ vma, start, end, pgmapOwner: this.device, flags: MigrateVmaSelect.SYSTEM });
     await migrateVmaSetup(args);
     ph.setup = this.m.sched.now;
     const from: CopyPage[] = [];
@@ -297,18 +288,14 @@ class SvmDriver {
   private async migrateToRam(f: MigrateToRamFault): Promise<void> {
     this.cpuFaults++;
     const mem = this.m.mm.mem;
-    const args: MigrateVma = {
+    const args = migrateVmaArgs({
       vma: f.vma,
       start: f.address,
       end: f.address + P,
-      src: new Float64Array(1),
-      dst: new Float64Array(1),
       pgmapOwner: this.device,
       flags: MigrateVmaSelect.DEVICE_PRIVATE,
       faultPage: f.page,
-      cpages: 0,
-      npages: 0,
-    };
+    });
     await migrateVmaSetup(args);
     const s = migratePfnToPfn(args.src[0]!);
     if (s < 0 || (args.src[0]! & MigratePfn.MIGRATE) === 0) {

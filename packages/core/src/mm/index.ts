@@ -83,7 +83,8 @@ export {
   migrateDevicePages,
   migrateDeviceFinalize,
   migrateDeviceCoherentPage,
+  migrateVmaArgs,
 } from './migrate-device.js';
-export type { MigrateVma, MigrateObserver } from './migrate-device.js';
+export type { MigrateVma, MigrateVmaRequest, MigrateObserver } from './migrate-device.js';
 export { makeDeviceExclusive } from './device-exclusive.js';
 export type { DeviceArena } from './physmem.js';

@@ -15,6 +15,7 @@ import {
   migratePfnToPfn,
   migrateVmaFinalize,
   migrateVmaPages,
+  migrateVmaArgs,
   migrateVmaSetup,
 } from './migrate-device.js';
 import type { MigrateVma } from './migrate-device.js';
@@ -33,6 +34,32 @@ async function filled(p: Process, pages: number): Promise<number> {
   for (let i = 0; i < pages; i++) await p.writeU32(a + i * P, 1000 + i);
   return a;
 }
+
+describe('migrateVmaArgs', () => {
+  it('sizes src and dst to the range and refuses an empty one', async () => {
+    const { p } = setup();
+    const a = await p.mmap({ length: 3 * P, prot: RW, flags: ANON });
+    const vma = p.mm.vmas.lookup(a)!;
+    const args = migrateVmaArgs({
+      vma,
+      start: a,
+      end: a + 3 * P,
+      pgmapOwner: 1,
+      flags: MigrateVmaSelect.SYSTEM,
+    });
+    expect([args.src.length, args.dst.length, args.cpages, args.npages, args.faultPage]).toEqual([
+      3,
+      3,
+      0,
+      0,
+      undefined,
+    ]);
+    expect(
+      migrateVmaArgs({ vma, start: a, end: a + P, pgmapOwner: 1, flags: 0, faultPage: 9 }).faultPage,
+    ).toBe(9);
+    expect(() => migrateVmaArgs({ vma, start: a, end: a, pgmapOwner: 1, flags: 0 })).toThrow(/EINVAL/);
+  });
+});
 
 describe('migrate pfn entries', () => {
   it('encode a frame above the flag bits', () => {

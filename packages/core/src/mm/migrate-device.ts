@@ -103,6 +103,43 @@ export interface MigrateVma {
   npages: number;
 }
 
+/** What {@link migrateVmaArgs} needs: the range, the owner and the select flags. */
+export interface MigrateVmaRequest {
+  readonly vma: Vma;
+  readonly start: number;
+  readonly end: number;
+  readonly pgmapOwner: unknown;
+  readonly flags: number;
+  readonly faultPage?: number;
+}
+
+/**
+ * A {@link MigrateVma} for `[start, end)` with fresh `src` and `dst` arrays of one entry per page
+ * (what a driver fills on its stack before `migrate_vma_setup`). EINVAL for an empty or unaligned
+ * range.
+ */
+export function migrateVmaArgs(req: MigrateVmaRequest): MigrateVma {
+  const n = (req.end - req.start) / PAGE_SIZE;
+  if (!Number.isSafeInteger(n) || n <= 0) {
+    throw einval(
+      'migrate_vma',
+      `[${String(req.start)}, ${String(req.end)}) is not a non-empty page-aligned range`,
+    );
+  }
+  return {
+    vma: req.vma,
+    start: req.start,
+    end: req.end,
+    src: new Float64Array(n),
+    dst: new Float64Array(n),
+    pgmapOwner: req.pgmapOwner,
+    flags: req.flags,
+    ...(req.faultPage !== undefined && req.faultPage >= 0 ? { faultPage: req.faultPage } : {}),
+    cpages: 0,
+    npages: 0,
+  };
+}
+
 /** Called for each page whose migration commits, with the source and destination frames. */
 export type MigrateObserver = (srcPfn: number, dstPfn: number) => void;
 

@@ -14,6 +14,7 @@ import { makeDeviceExclusive } from '../mm/device-exclusive.js';
 import { MemoryType, unlockPage } from '../mm/memremap.js';
 import type { MemoryTypeId, MigrateToRamFault } from '../mm/memremap.js';
 import {
+  migrateVmaArgs,
   MigratePfn,
   MigrateVmaSelect,
   migratePfn,
@@ -72,17 +73,13 @@ export class TestDevmemDriver {
     await mm.mmapLock.read();
     try {
       const vma = mm.vmas.lookup(addr)!;
-      const args: MigrateVma = {
+      const args = migrateVmaArgs({
         vma,
         start: addr,
         end: addr + npages * P,
-        src: new Float64Array(npages),
-        dst: new Float64Array(npages),
         pgmapOwner: this.owner,
         flags: MigrateVmaSelect.SYSTEM,
-        cpages: 0,
-        npages: 0,
-      };
+      });
       await migrateVmaSetup(args);
       this.lastCollected = args.cpages;
       await this.allocAndCopy(args);
@@ -113,18 +110,14 @@ export class TestDevmemDriver {
     npages: number,
     faultPage: number,
   ): Promise<number> {
-    const args: MigrateVma = {
+    const args = migrateVmaArgs({
       vma,
       start: addr,
       end: addr + npages * P,
-      src: new Float64Array(npages),
-      dst: new Float64Array(npages),
       pgmapOwner: this.owner,
       flags: this.selectDevice(),
       faultPage,
-      cpages: 0,
-      npages: 0,
-    };
+    });
     await migrateVmaSetup(args);
     const mem = this.m.mm.mem;
     const copies: number[] = [];

@@ -9,7 +9,7 @@
  * read lock, `migrateVmaSetup` → allocate destinations (+ copy) → `migrateVmaPages` →
  * `migrateVmaFinalize`. To the device: `SELECT_SYSTEM`, destinations from an {@link HmmDevmem}
  * (1 GiB, 256 MiB chunks). Back: `SELECT_DEVICE_PRIVATE` (not eviction by pfn), destinations
- * `await ctx.allocPage()` locked. Everything runs inside `m.sched.runTask` (the setup charges
+ * `ctx.mem.alloc()` (or `await ctx.allocPage()` when reclaim is needed) locked. Everything runs inside `m.sched.runTask` (the setup charges
  * simulated time); only wall-clock time is reported.
  *
  * @module
@@ -77,6 +77,8 @@ async function rig(fill: number, tag: boolean): Promise<Rig> {
     },
     { type: MemoryType.DEVICE_PRIVATE, owner, capacityBytes: GiB, chunkBytes: 256 * MiB, name: 'benchdev' },
   );
+  // The driver maps its memory at probe time (memremap_pages), not inside the timed migration.
+  devmem.mapPages(GiB / PAGE_SIZE);
   return { m, p, addr, devmem, owner };
 }
 
@@ -123,7 +125,8 @@ async function migrateAll(r: Rig, toDevice: boolean, copy: boolean): Promise<num
         if (toDevice) {
           d = devmem.allocPage();
         } else {
-          d = await ctx.allocPage();
+          d = ctx.mem.alloc(); // a free frame needs no reclaim: no await (as the mm fault paths do)
+          if (d < 0) d = await ctx.allocPage();
           mem.flags[d]! |= PG.LOCKED;
         }
         if (copy) mem.copyFrame(d, s);

@@ -29,6 +29,25 @@ describe('HmmDevmem', () => {
     expect(dm.nrFree).toBe(24);
   });
 
+  it('mapPages maps chunks ahead of use, up to the capacity', () => {
+    const { m } = setup();
+    const dm = new HmmDevmem(
+      m.mm,
+      {},
+      {
+        type: MemoryType.DEVICE_COHERENT,
+        owner: {},
+        capacityBytes: 40 * P,
+        chunkBytes: 16 * P,
+      },
+    );
+    expect(dm.mapPages(17)).toBe(32);
+    expect(dm.nrFree).toBe(32);
+    expect(dm.mapPages(1000)).toBe(40);
+    expect(dm.chunks.map((c) => c.nrPages)).toEqual([16, 16, 8]);
+    expect(() => dm.mapPages(-1)).toThrow(/EINVAL/);
+  });
+
   it('failNextAlloc fails exactly the next allocations', () => {
     const { m } = setup();
     const dm = new HmmDevmem(

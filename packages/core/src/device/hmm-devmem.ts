@@ -141,6 +141,18 @@ export class HmmDevmem {
     return pfn;
   }
 
+  /**
+   * Maps chunks until at least `pages` pages are mapped (or the capacity is reached), as a driver
+   * maps its memory at probe time rather than on the first migration. Returns the pages mapped.
+   */
+  mapPages(pages: number): number {
+    if (!Number.isSafeInteger(pages) || pages < 0) {
+      throw new HmmError('EINVAL', `${this.name}: mapPages(${String(pages)}) needs a page count ≥ 0`);
+    }
+    while (this.nrMapped < Math.min(pages, this.capacityPages)) this.addChunk();
+    return this.nrMapped;
+  }
+
   private addChunk(): void {
     const mapped = this.nrMapped;
     const pages = Math.min(this.chunkPages, this.capacityPages - mapped);
@@ -202,7 +214,8 @@ export class HmmDevmem {
         try {
           for (let i = 0; i < c.nrPages; i++) {
             if ((src[i]! & MigratePfn.MIGRATE) === 0) continue;
-            const d = await ctx.allocPage();
+            let d = mem.alloc(); // no await while a frame is free
+            if (d < 0) d = await ctx.allocPage();
             mem.flags[d]! |= PG.LOCKED;
             dst[i] = migratePfn(d);
             from.push(migratePfnToPfn(src[i]!));

@@ -17,6 +17,7 @@ export * from './hmm/index.js';
 export { Machine } from './system/machine.js';
 export type { MachineOptions, MemoryStats } from './system/machine.js';
 export * from './device/index.js';
+export * from './pci/index.js';
 export * from './sanitizer/index.js';
 export * from './driver/index.js';
 export { System } from './system/system.js';

@@ -13,7 +13,7 @@ export { PageTableArena, PageTable, Pte, PteType, pteType, nonPresentFlags } fro
 export { SwapSpace } from './swap.js';
 export { SimFile, FileStore, MAX_FILES } from './filemap.js';
 export { Vma, VmaTree } from './vma.js';
-export type { VmOperations } from './vma.js';
+export type { VmOperations, P2pMapping, P2pImporterRef } from './vma.js';
 export { MmStruct, RssCounter } from './mm-struct.js';
 export { traceFault, traceSyscall } from './trace-events.js';
 export type { FaultKind } from './trace-events.js';
@@ -30,6 +30,7 @@ export {
   zapPte,
   zapRange,
   zapRangeNotify,
+  zapVmaPtes,
   notifyStart,
   notifyEnd,
   findOrReadPage,

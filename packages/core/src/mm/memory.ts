@@ -9,7 +9,7 @@
  * @module
  */
 import { HmmError, hex } from '../errors/errno.js';
-import { PAGE_SIZE } from './constants.js';
+import { PAGE_SIZE, VmFlag } from './constants.js';
 import type { MmContext } from './mm-context.js';
 import { RssCounter } from './mm-struct.js';
 import type { MmStruct } from './mm-struct.js';
@@ -144,6 +144,48 @@ export async function zapRangeNotify(
   const range = await notifyStart(mm, start, end, event);
   zapRange(ctx, mm, start, end);
   notifyEnd(mm, range);
+}
+
+/**
+ * Revokes the CPU and importer mappings of `[addr, addr + size)` of a special mapping
+ * (`zap_vma_ptes`): a CLEAR invalidation (every importer drops its device mapping), then the PTEs go.
+ * The exporter calls it before moving or freeing the object. The kernel silently does nothing for a
+ * VMA that is not VM_PFNMAP or a range not fully inside it; the SDK says EINVAL, with nothing changed.
+ */
+export async function zapVmaPtes(vma: Vma, addr: number, size: number): Promise<void> {
+  const fn = 'zap_vma_ptes';
+  if (
+    !Number.isSafeInteger(addr) ||
+    !Number.isSafeInteger(size) ||
+    addr % PAGE_SIZE !== 0 ||
+    size % PAGE_SIZE !== 0 ||
+    size <= 0
+  ) {
+    throw new HmmError(
+      'EINVAL',
+      `${fn}: [${String(addr)}, +${String(size)}) is not a non-empty page-aligned range`,
+      {
+        kernelRef: 'mm/memory.c:zap_vma_ptes',
+      },
+    );
+  }
+  if ((vma.flags & VmFlag.PFNMAP) === 0) {
+    throw new HmmError('EINVAL', `${fn}: ${vma.toString()} is not a VM_PFNMAP mapping`, {
+      kernelRef: 'mm/memory.c:zap_vma_ptes',
+    });
+  }
+  if (addr < vma.start || addr + size > vma.end) {
+    throw new HmmError(
+      'EINVAL',
+      `${fn}: [${hex(addr)}, ${hex(addr + size)}) is not inside ${vma.toString()}`,
+      {
+        kernelRef: 'mm/memory.c:zap_vma_ptes',
+      },
+    );
+  }
+  const mm = vma.mm;
+  if (mm.state !== 'live') return;
+  await zapRangeNotify(mm.ctx, mm, addr, addr + size, NotifyEvent.CLEAR);
 }
 
 /** Maps a new exclusive anon frame at `slot` (`folio_add_new_anon_rmap` + `set_pte_at`). */

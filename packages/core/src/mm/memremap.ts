@@ -26,6 +26,8 @@ export const MemoryType = {
   DEVICE_PRIVATE: 1,
   /** `MEMORY_DEVICE_COHERENT`: device memory the CPU can address coherently. */
   DEVICE_COHERENT: 2,
+  /** `MEMORY_DEVICE_PCI_P2PDMA`: device memory exposed through a PCI BAR for peer DMA (see pci/p2pdma). */
+  PCI_P2PDMA: 3,
 } as const;
 /** One of {@link MemoryType}. */
 export type MemoryTypeId = (typeof MemoryType)[keyof typeof MemoryType];
@@ -100,7 +102,12 @@ export class DevPagemap {
   }
 
   toString(): string {
-    const t = this.type === MemoryType.DEVICE_PRIVATE ? 'device-private' : 'device-coherent';
+    const t =
+      this.type === MemoryType.DEVICE_PRIVATE
+        ? 'device-private'
+        : this.type === MemoryType.DEVICE_COHERENT
+          ? 'device-coherent'
+          : 'p2pdma';
     return `pagemap ${this.name} (${t}, frames ${hex(this.basePfn)}..${hex(this.basePfn + this.nrPages - 1)})`;
   }
 }
@@ -115,7 +122,11 @@ export function memremapPages(ctx: MmContext, desc: DevPagemapDesc): DevPagemap 
   const name = desc.name ?? 'pgmap';
   const bad = (why: string): HmmError =>
     new HmmError('EINVAL', `memremap_pages(${name}): ${why}`, { kernelRef: 'mm/memremap.c:memremap_pages' });
-  if (desc.type !== MemoryType.DEVICE_PRIVATE && desc.type !== MemoryType.DEVICE_COHERENT) {
+  if (
+    desc.type !== MemoryType.DEVICE_PRIVATE &&
+    desc.type !== MemoryType.DEVICE_COHERENT &&
+    desc.type !== MemoryType.PCI_P2PDMA
+  ) {
     throw bad(`unknown memory type ${String(desc.type)}`);
   }
   const { bytes } = desc;

@@ -7,10 +7,38 @@
 import { PAGE_SIZE, VM_SPECIAL, VmFlag } from './constants.js';
 import type { SimFile } from './filemap.js';
 import type { MmStruct } from './mm-struct.js';
+import type { P2pMapTypeId, PciEndpoint } from '../pci/topology.js';
+
+/** The device asking an exporter for a peer mapping (the `struct device *` of `p2p_map`). */
+export interface P2pImporterRef {
+  /** Name for messages. */
+  readonly name: string;
+  /** The importing device's place in the PCI topology. */
+  readonly pci: PciEndpoint;
+}
 
 /**
- * Operations of a special mapping supplied by the driver that created it (`vm_operations_struct`).
- * Later layers (peer-to-peer) extend this interface.
+ * What `p2pMap` returns for `[start, end)` of a special mapping: per page, the frame the importer
+ * may DMA to and from, and its bus address. Frames are the exporter's peer memory (in its BAR,
+ * `type` BUS_ADDR or THRU_HOST_BRIDGE) or, at the exporter's choice, system memory (`type`
+ * NOT_SUPPORTED, bus address -1): the fallback when the BAR is full or the topology has no peer path.
+ */
+export interface P2pMapping {
+  readonly start: number;
+  readonly end: number;
+  /** One frame per page. */
+  readonly pfns: Int32Array;
+  /** One bus address per page; -1 for system memory. */
+  readonly bus: Float64Array;
+  /** The path the importer's DMA takes. */
+  readonly type: P2pMapTypeId;
+  /** Whether the importer may write. */
+  readonly writable: boolean;
+}
+
+/**
+ * Operations of a special mapping supplied by the driver that created it (`vm_operations_struct`),
+ * with the peer-to-peer operations of the 2019 linux-mm proposal (`p2p_map` / `p2p_unmap`).
  */
 export interface VmOperations {
   /** Name shown in diagnostics, e.g. the device file. */
@@ -22,6 +50,22 @@ export interface VmOperations {
   fault?(vma: Vma, address: number, write: boolean): number;
   /** Called when the VMA is removed (`vm_ops->close`). */
   close?(vma: Vma): void;
+  /**
+   * An importing device asks for `[start, end)` (page aligned, inside the VMA) for DMA (`p2p_map`).
+   * The exporter places the object where the importer can reach it, or falls back to system memory.
+   * The mapping stays valid until a CLEAR/UNMAP invalidation of the range (`zapVmaPtes`, munmap):
+   * the importer must then drop it, call {@link p2pUnmap}, and map again on its next access. Once a
+   * `p2pMap` of a range has succeeded, later ones for the same range should succeed too.
+   */
+  p2pMap?(
+    vma: Vma,
+    start: number,
+    end: number,
+    importer: P2pImporterRef,
+    write: boolean,
+  ): Promise<P2pMapping>;
+  /** The importer is done with a mapping from {@link p2pMap} (`p2p_unmap`). */
+  p2pUnmap?(vma: Vma, mapping: P2pMapping, importer: P2pImporterRef): void;
 }
 
 /** One mapping of a contiguous range of an address space. */

@@ -23,6 +23,12 @@
  * - **device page leak** (in {@link HmmSanitizer.checkAll}): a device frame in use that nothing maps,
  *   pins or locks (a reference a driver forgot to drop).
  *
+ * Importers of a special (device file) mapping map what the exporter's `p2pMap` gave them, which the
+ * CPU page table need not map: there the CPU comparison is skipped, and instead
+ * - **BAR out of range**: a device frame must be allocated peer memory of a BAR window (device memory
+ *   outside the BAR has no bus address); system memory (the fallback) is fine.
+ * A mapping a zap should have removed is a stale mapping, as for any invalidation.
+ *
  * A violation is a {@link SanitizerViolation}; in `'throw'` mode a device access that breaks a rule
  * fails with it, and every violation is also recorded in {@link HmmSanitizer.violations}.
  *
@@ -38,7 +44,8 @@ import type { MmuNotifierRange } from '../mm/mmu-notifier-hooks.js';
 import { NOTIFY_EVENT_NAMES, NotifyEvent } from '../mm/mmu-notifier-hooks.js';
 import { PG } from '../mm/page-flags.js';
 import { Pte, PteType, pteType } from '../mm/pgtable.js';
-import { isDevicePrivatePage, pagemapOf } from '../mm/memremap.js';
+import { MemoryType, isDevicePrivatePage, pagemapOf } from '../mm/memremap.js';
+import { p2pdmaResourceOf } from '../pci/p2pdma.js';
 import { MmuNotifierSubscriptions } from '../hmm/mmu-interval-notifier.js';
 
 /** Which rule a violation broke. */
@@ -50,7 +57,8 @@ export type SanitizerRule =
   | 'migrated-data'
   | 'pagemap-busy'
   | 'pinned-device-page'
-  | 'device-page-leak';
+  | 'device-page-leak'
+  | 'bar-out-of-range';
 
 /** A broken mirroring contract, with where and what. */
 export class SanitizerViolation extends HmmError {
@@ -218,6 +226,36 @@ export class HmmSanitizer {
       );
     }
     if (this.pinned(pfn)) return null;
+    const vma = w.mm.state === 'dead' ? undefined : w.mm.vmas.lookup(vpn * PAGE_SIZE);
+    if (vma !== undefined && vma.isSpecial && vma.ops?.p2pMap !== undefined) {
+      const pg = pagemapOf(this.ctx, pfn);
+      if (
+        pg !== undefined &&
+        (pg.type !== MemoryType.PCI_P2PDMA || p2pdmaResourceOf(this.ctx, pfn)?.isAllocated(pfn) !== true)
+      ) {
+        return new SanitizerViolation(
+          'bar-out-of-range',
+          name,
+          w.asid,
+          vpn * PAGE_SIZE,
+          pfn,
+          null,
+          "the importer reaches device memory that is not allocated peer memory of a BAR window (a bus address outside the exporter's BAR)",
+        );
+      }
+      if ((perm & (DevPerm.WRITE | DevPerm.ATOMIC)) !== 0 && !vma.writable) {
+        return new SanitizerViolation(
+          'write-beyond-cpu',
+          name,
+          w.asid,
+          vpn * PAGE_SIZE,
+          pfn,
+          null,
+          'the importer may write a read-only device mapping',
+        );
+      }
+      return null;
+    }
     const cpu = this.cpuPfn(w.mm, vpn);
     if (cpu.pfn !== pfn) {
       return new SanitizerViolation(
@@ -292,7 +330,10 @@ export class HmmSanitizer {
     for (let pfn = mem.nrRamFrames; pfn < mem.nrFrames; pfn++) {
       const f = mem.flags[pfn]!;
       if ((f & PG.ALLOCATED) === 0) continue;
-      const name = pagemapOf(this.ctx, pfn)?.name ?? 'device';
+      const pg = pagemapOf(this.ctx, pfn);
+      // Peer memory is held by its p2pdma allocator until freed; the resource's removal checks it.
+      if (pg?.type === MemoryType.PCI_P2PDMA) continue;
+      const name = pg?.name ?? 'device';
       if (mem.pincount[pfn]! > 0 && isDevicePrivatePage(this.ctx, pfn)) {
         found.push(
           new SanitizerViolation(

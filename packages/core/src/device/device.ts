@@ -10,6 +10,9 @@
  *
  * @module
  */
+import type { PciEndpoint, PciTopology } from '../pci/topology.js';
+import { p2pdmaResourceOf } from '../pci/p2pdma.js';
+import { PG } from '../mm/page-flags.js';
 import { HmmError, hex } from '../errors/errno.js';
 import type { MmContext } from '../mm/mm-context.js';
 import { PAGE_SIZE, TASK_SIZE } from '../mm/constants.js';
@@ -77,6 +80,13 @@ export interface SimDeviceOptions {
   readonly latency?: Partial<CommandLatency>;
   /** Fault-handler rounds per page within one access before it fails with EFAULT. Default 16. */
   readonly maxFaultRetries?: number;
+  /**
+   * The device's place on the PCI bus. When given, each access charges simulated time for the bytes
+   * it moves over the bus, by path: another device's peer memory (BAR) at the peer path's bandwidth
+   * (`PciTopology.pathGBs`), system memory at the device's link rate; its own memory costs nothing
+   * here. Without it, accesses take no simulated time (as before).
+   */
+  readonly pci?: { readonly topology: PciTopology; readonly endpoint: PciEndpoint };
 }
 
 /** Default bound on fault-handler rounds for one page within one access. */
@@ -139,6 +149,8 @@ export class SimDevice implements CommandQueueHost {
   readonly queue: CommandQueue;
   /** Fault-handler rounds per page within one access before EFAULT. */
   readonly maxFaultRetries: number;
+  /** Where the device sits on the PCI bus, or null (accesses then take no simulated time). */
+  readonly pci: { readonly topology: PciTopology; readonly endpoint: PciEndpoint } | null;
   readonly #mmus = new Map<number, DeviceMmu>();
   readonly #observers: DeviceAccessObserver[] = [];
   #faultHandler: DeviceFaultHandler | null = null;
@@ -170,6 +182,7 @@ export class SimDevice implements CommandQueueHost {
     }
     this.ctx = ctx;
     this.maxFaultRetries = retries;
+    this.pci = options.pci ?? null;
     const id = allocateId(ctx, options.id);
     this.id = id;
     this.name = options.name ?? `dev${id}`;
@@ -306,12 +319,14 @@ export class SimDevice implements CommandQueueHost {
     const out = kind === 'read' ? new Uint8Array(len) : null;
     const need = kind === 'read' ? DevPerm.READ : DevPerm.WRITE;
     const end = addr + len;
+    let busNs = 0;
     for (let pos = addr; pos < end;) {
       const vpn = Math.floor(pos / PAGE_SIZE);
       const off = pos - vpn * PAGE_SIZE;
       const n = Math.min(PAGE_SIZE - off, end - pos);
       const pfn = this.#lookup(asid, vpn, need) ?? (await this.#fault(asid, vpn, kind, need));
       this.#touch(asid, vpn, pfn, kind);
+      if (this.pci !== null) busNs += this.#busNs(pfn, n);
       if (out !== null) {
         content.read(pfn, off, out, pos - addr, n);
         this.#bytesRead += n;
@@ -321,7 +336,22 @@ export class SimDevice implements CommandQueueHost {
       }
       pos += n;
     }
+    if (busNs > 0 && this.ctx.sched.current !== null) await this.ctx.sched.sleep(busNs);
     return out ?? undefined;
+  }
+
+  /** Simulated ns to move `bytes` of frame `pfn` over the bus to or from this device. */
+  #busNs(pfn: number, bytes: number): number {
+    const { topology, endpoint } = this.pci!;
+    const res = p2pdmaResourceOf(this.ctx, pfn);
+    if (res !== undefined) {
+      if (res.provider === endpoint) return 0;
+      const gbs = topology.pathGBs(res.provider, endpoint);
+      // No peer path: the access cannot happen as peer DMA; price it as staged through system memory.
+      return bytes / (gbs > 0 ? gbs : topology.systemGBs(endpoint) / 2);
+    }
+    if ((this.ctx.mem.flags[pfn]! & PG.ZONE_DEVICE) !== 0) return 0; // device memory: on the device
+    return bytes / topology.systemGBs(endpoint);
   }
 
   /** `access(asid, addr, len, 'read')`. */

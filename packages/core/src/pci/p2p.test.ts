@@ -3,6 +3,7 @@ import { MapFlag, Prot } from '../mm/constants.js';
 import { zapVmaPtes } from '../mm/memory.js';
 import { HmmSanitizer } from '../sanitizer/hmm-sanitizer.js';
 import { HmmDevmem } from '../device/hmm-devmem.js';
+import { SimDevice } from '../device/device.js';
 import { MemoryType } from '../mm/memremap.js';
 import { ANON, P, RW, setup } from '../testing/fixtures.js';
 import { TestP2pExporter } from '../testing/p2p-exporter.js';
@@ -230,5 +231,37 @@ describe('p2p_map, zap_vma_ptes and an exporter that moves', () => {
         .wait(),
     );
     expect(san.checkAll().map((v) => v.rule)).toContain('bar-out-of-range');
+  });
+});
+
+describe('peer access cost', () => {
+  it('a device on the bus pays simulated time by path: peer BAR, across roots, system memory, own memory', async () => {
+    const { m } = setup();
+    const { t, gpu, nic, far } = topo(m);
+    const res = p2pdmaAddResource(m.mm, t, gpu, { bar: 1, barBytes: 16 * P });
+    const run = res.alloc(4);
+    const sys = m.mm.mem.alloc();
+    const reader = (ep: typeof nic) => {
+      const dev = new SimDevice(m.mm, { name: ep.name, pci: { topology: t, endpoint: ep } });
+      const asid = dev.allocAsid();
+      return { dev, asid };
+    };
+    const timed = async (ep: typeof nic, pfns: number[]): Promise<number> => {
+      const { dev, asid } = reader(ep);
+      return m.sched.runTask('read', async () => {
+        await dev.queue
+          .submit({ op: 'map', asid, vpns: pfns.map((_, i) => 100 + i), pfns, perms: pfns.map(() => 1) })
+          .wait();
+        const t0 = m.sched.now;
+        await dev.read(asid, 100 * P, pfns.length * P);
+        return m.sched.now - t0;
+      });
+    };
+    const bytes = 4 * P;
+    expect(await timed(nic, [run, run + 1, run + 2, run + 3])).toBeCloseTo(bytes / t.pathGBs(gpu, nic), 6);
+    expect(await timed(far, [run, run + 1, run + 2, run + 3])).toBeCloseTo(bytes / t.pathGBs(gpu, far), 6);
+    expect(t.pathGBs(gpu, far)).toBeCloseTo(t.pathGBs(gpu, nic) * m.cost.link.p2pCrossRootPenalty, 9);
+    expect(await timed(nic, [sys])).toBeCloseTo(P / t.systemGBs(nic), 6);
+    expect(await timed(gpu, [run])).toBe(0); // its own BAR memory: no bus crossing
   });
 });

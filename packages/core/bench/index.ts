@@ -5,7 +5,8 @@
  * Each timing is the median of `BENCH_RUNS` runs (default 3) after one warm-up run. Progress goes to
  * stderr, the table to stdout; `BENCH_JSON=path` also writes the rows as JSON (path relative to the
  * directory the command was run from). `BENCH_ONLY=group,…` runs only the named groups: fault-in,
- * resident (metadata, pin, hmm-snapshot, fork), mirror, reclaim, sparse, copy, migrate.
+ * resident (metadata, pin, hmm-snapshot, fork), mirror, reclaim, sparse, copy, migrate, p2p (peer
+ * reads of 1 GiB by PCI path, in simulated GB/s).
  *
  * @module
  */
@@ -19,6 +20,7 @@ import type { BenchConfig } from './harness.js';
 import { benchMetadata } from './metadata.js';
 import { benchMigrate } from './migrate.js';
 import { benchMirror } from './mirror.js';
+import { benchP2p } from './p2p.js';
 import { benchPin } from './pin.js';
 import { benchReclaim } from './reclaim.js';
 import { formatTable, hostMeta, writeJson } from './report.js';
@@ -69,7 +71,11 @@ async function main(): Promise<void> {
     rows.push(...(await benchCopy(cfg)));
     collect();
   }
-  if (want('migrate')) rows.push(...(await benchMigrate(cfg)));
+  if (want('migrate')) {
+    rows.push(...(await benchMigrate(cfg)));
+    collect();
+  }
+  if (want('p2p')) rows.push(...(await benchP2p(cfg)));
 
   const order = [
     'fault-in',
@@ -97,6 +103,9 @@ async function main(): Promise<void> {
     `Wall-clock per 4 KiB page; timings are the median of N=${runs} runs after 1 warm-up run` +
       ` (BENCH_RUNS=${runs}); gc between runs: ${gcExposed ? 'yes' : 'no'}.`,
     'Kernel figures: shared/reference/perf-anchors.md, via the cost model defaults (see Details).',
+    ...(rows.some((r) => r.unit === 'GB/s')
+      ? ['GB/s rows: simulated throughput (bytes / simulated ns), one deterministic run, not wall clock.']
+      : []),
     '',
     formatTable(rows),
     '',
@@ -112,7 +121,7 @@ async function main(): Promise<void> {
   }
 }
 
-const GROUPS = ['fault-in', 'resident', 'mirror', 'reclaim', 'sparse', 'copy', 'migrate'];
+const GROUPS = ['fault-in', 'resident', 'mirror', 'reclaim', 'sparse', 'copy', 'migrate', 'p2p'];
 
 /** Reads `BENCH_ONLY` (comma-separated group names), or null for every group. */
 function readOnly(env: NodeJS.ProcessEnv = process.env): Set<string> | null {

@@ -10,8 +10,11 @@ import { dirname, resolve } from 'node:path';
 /** PASS/FAIL against a DESIGN §7 target, or null when the row has no target. */
 export type Verdict = 'PASS' | 'FAIL' | null;
 
-/** Unit of a row's per-page values: wall-clock nanoseconds or bytes. */
-export type RowUnit = 'ns' | 'B';
+/**
+ * Unit of a row's values: wall-clock nanoseconds or bytes per page, or GB/s (10^9 B/s) of simulated
+ * time for a throughput row (the p2p rows).
+ */
+export type RowUnit = 'ns' | 'B' | 'GB/s';
 
 /** One line of the table. */
 export interface Row {
@@ -19,9 +22,9 @@ export interface Row {
   readonly id: string;
   readonly measurement: string;
   readonly unit: RowUnit;
-  /** The simulator's figure per 4 KiB page (median of the measured runs for timings). */
+  /** The simulator's figure per 4 KiB page (median of the measured runs for timings), or its GB/s. */
   readonly sim: number;
-  /** The kernel's published figure per page, or null ("n/a"). */
+  /** The kernel's published figure per page (or in GB/s), or null ("n/a"). */
   readonly kernel: number | null;
   readonly kernelSource: string | null;
   /** `sim / kernel`, or a row-specific ratio (see `ratioText`). */
@@ -75,6 +78,7 @@ export function hostMeta(runs: number, gcExposed: boolean): Omit<BenchMeta, 'wal
 /** Formats a per-page value with its unit. */
 export function fmtValue(v: number | null, unit: RowUnit): string {
   if (v === null) return 'n/a';
+  if (unit === 'GB/s') return `${v.toFixed(2)} GB/s`;
   if (unit === 'B') return v < 100 ? `${v.toFixed(2)} B` : `${Math.round(v).toLocaleString('en-US')} B`;
   if (v >= 10_000) return `${(v / 1000).toFixed(1)} µs`;
   if (v >= 100) return `${Math.round(v).toLocaleString('en-US')} ns`;

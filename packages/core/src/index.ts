@@ -3,8 +3,9 @@
  * devices use to share a process address space (HMM).
  *
  * Layers, bottom-up: `sim` (clock, scheduler, locks, cost model, trace bus), `mm` (frames, page
- * tables, VMAs, faults, rmap, reclaim, swap, GUP, files), `hmm` (MMU interval notifiers,
- * `hmm_range_fault`), `system` (the composition root,
+ * tables, VMAs, faults, rmap, reclaim, swap, GUP, files, device memory and migration), `hmm` (MMU
+ * interval notifiers, `hmm_range_fault`), `device` (device MMU, command queue, copy engine, device
+ * memory), `pci` (topology, p2pdma, p2p_map), `sanitizer`, `driver`, `system` (the composition root,
  * {@link Machine}). See `docs/architecture.md` and the kernel ↔ SDK name table in `docs/kernel-names.md`.
  *
  * @packageDocumentation

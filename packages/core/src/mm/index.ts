@@ -5,7 +5,7 @@
  */
 export * from './constants.js';
 export { PG } from './page-flags.js';
-export { PageStore, PAGES_PER_CHUNK } from './page-store.js';
+export { PageStore, PAGES_PER_CHUNK, PAGE_STORE_POOL_CHUNKS } from './page-store.js';
 export { PhysMem, Zone, ZERO_PFN, FRAME_METADATA_BYTES, MAX_MAPCOUNT, MAX_PINCOUNT } from './physmem.js';
 export { Lru, LruList } from './lru.js';
 export type { LruListId } from './lru.js';

@@ -90,7 +90,8 @@ export async function p2pMap(
 
 /**
  * Gives a mapping back to its exporter (`p2p_unmap`). EINVAL for a mapping not returned by
- * {@link p2pMap} or already unmapped. The VMA may be gone (munmap): then only the record goes.
+ * {@link p2pMap} or already unmapped. The exporter's `p2pUnmap` is called even if the VMA has been
+ * unmapped meanwhile (importers learn of munmap through the UNMAP invalidation and unmap then).
  */
 export function p2pUnmap(mapping: P2pMapping): void {
   const rec = live.get(mapping);

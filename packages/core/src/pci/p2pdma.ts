@@ -256,7 +256,8 @@ export function hasP2pmem(ctx: MmContext, provider: PciEndpoint): boolean {
 
 /**
  * The published resource nearest to all `clients` with at least `pages` free pages
- * (`pci_p2pmem_find_many`), or undefined if none can serve them all. Ties go to the first published.
+ * (`pci_p2pmem_find_many`), or undefined if none can serve them all. Ties go to the resource added first
+ * (the kernel picks at random among the closest).
  */
 export function findP2pmem(
   ctx: MmContext,

@@ -44,6 +44,8 @@ import type {
   MigrateToRamFault,
   MmContext,
   MmStruct,
+  PciEndpoint,
+  PciTopology,
   Vma,
 } from '@hmm/core';
 import type { Dmirror } from './dmirror.js';
@@ -66,6 +68,8 @@ export interface DmirrorDeviceOptions {
   readonly chunkBytes?: number;
   /** Bus bandwidth of the copy engine, GB/s (default: the cost model's PCIe 4 peak). */
   readonly linkGBs?: number;
+  /** Where the device sits on the PCI bus (needed to export or import peer-to-peer memory). */
+  readonly pci?: { readonly topology: PciTopology; readonly endpoint: PciEndpoint };
 }
 
 /** `[startVpn, endVpn)` runs of virtual page numbers. */
@@ -129,7 +133,8 @@ export class DmirrorDevice {
    * as {@link SimDevice}'s constructor.
    */
   static create(machine: Machine, name: string, opts: DmirrorDeviceOptions = {}): DmirrorDevice {
-    return DmirrorDevice.attach(machine, new SimDevice(machine.mm, { name }), opts);
+    const device = new SimDevice(machine.mm, opts.pci === undefined ? { name } : { name, pci: opts.pci });
+    return DmirrorDevice.attach(machine, device, opts);
   }
 
   /** Makes an existing {@link SimDevice} a dmirror device. EEXIST if it already is one. */

@@ -6,25 +6,67 @@
  * {@link ConformanceTarget.open} is `open("/dev/hmm_dmirror<N>")` by a process, of the first device
  * or, with `{ device: 1 }`, of the second.
  *
+ * The devices sit on a PCI bus ({@link dmirrorTopology}): one host bridge with a switch holding the
+ * two devices, and a third dmirror device (`hmm_dmirror_far`) below another host bridge that forwards
+ * no peer traffic. The first device exports an object from its BAR ({@link DmirrorP2pExporter}); the
+ * second one (a peer) or the far one (no peer path) imports it ({@link DmirrorP2pImporter}).
+ *
  * @module
  */
-import { Machine, PAGE_SIZE } from '@hmm/core';
-import type { Process } from '@hmm/core';
+import { Machine, PAGE_SIZE, PciTopology, p2pdmaAddResource } from '@hmm/core';
+import type { PciEndpoint, Process } from '@hmm/core';
 import type {
   ConformanceFactory,
   ConformanceManifest,
   ConformanceTarget,
   OpenOptions,
+  P2pImporterHandle,
+  P2pTarget,
   TestDevice,
 } from '@hmm/conformance';
 import { Dmirror } from './dmirror.js';
 import { DmirrorDevice } from './dmirror-device.js';
+import { DmirrorP2pExporter, DmirrorP2pImporter } from './dmirror-p2p.js';
+import type { DmirrorP2pImporterOptions } from './dmirror-p2p.js';
+
+/** Pages of the first device's BAR window of peer memory. */
+export const DMIRROR_BAR_PAGES = 128;
 
 /** What dmirror declares: mirror, both kinds of device memory, exclusive access, two devices. */
 export const dmirrorManifest: ConformanceManifest = {
   name: 'dmirror',
-  capabilities: ['mirror', 'device-private', 'device-coherent', 'exclusive', 'two-devices'],
+  capabilities: [
+    'mirror',
+    'device-private',
+    'device-coherent',
+    'exclusive',
+    'two-devices',
+    'p2p-exporter',
+    'p2p-importer',
+  ],
 };
+
+/** The PCI bus of a dmirror machine. */
+export interface DmirrorTopology {
+  readonly topology: PciTopology;
+  /** The two dmirror devices, below one switch of host bridge `hb0` (peer traffic allowed). */
+  readonly near: readonly [PciEndpoint, PciEndpoint];
+  /** A device below host bridge `hb1`, which forwards no peer traffic. */
+  readonly far: PciEndpoint;
+}
+
+/** `hb0` → `sw0` → the two devices named `names`; `hb1` (no peer traffic) → `rp1` → `farName`. */
+export function dmirrorTopology(
+  machine: Machine,
+  names: readonly [string, string],
+  farName: string,
+): DmirrorTopology {
+  const topology = new PciTopology(machine.cost);
+  const sw = topology.addSwitch('sw0', topology.addHostBridge('hb0', 'any'));
+  const near = [topology.addEndpoint(names[0], sw), topology.addEndpoint(names[1], sw)] as const;
+  const far = topology.addEndpoint(farName, topology.addSwitch('rp1', topology.addHostBridge('hb1', 'none')));
+  return { topology, near, far };
+}
 
 /** The {@link TestDevice} of one open mirror, with its device page table exposed. */
 export function dmirrorTestDevice(dm: Dmirror): TestDevice {
@@ -51,25 +93,84 @@ export function dmirrorTestDevice(dm: Dmirror): TestDevice {
   };
 }
 
-/** One machine and the variant's two dmirror devices per case. */
-export const dmirrorFactory: ConformanceFactory = async ({ seed, variant }) => {
-  const machine = new Machine({ seed });
-  const coherent = variant === 'device-coherent';
-  const memory = coherent ? 'coherent' : 'private';
-  const first = coherent ? 2 : 0;
-  const devices = [
-    DmirrorDevice.create(machine, `hmm_dmirror${first}`, { memory }),
-    DmirrorDevice.create(machine, `hmm_dmirror${first + 1}`, { memory }),
-  ] as const;
-  const target: ConformanceTarget = {
-    machine,
-    open: async (process: Process, opts: OpenOptions = {}) =>
-      dmirrorTestDevice(await Dmirror.open(machine, devices[opts.device ?? 0], process)),
-    // Driver unload: every device gives its memory back (dmirror_device_remove_chunks).
-    teardown: () =>
-      machine.sched.runTask('dmirror-unload', async () => {
-        for (const d of devices) await d.release();
-      }),
+/** Options of {@link makeDmirrorFactory}. */
+export interface DmirrorFactoryOptions {
+  /** Options of every p2p importer (tests use them to build deliberately broken importers). */
+  readonly p2pImporter?: DmirrorP2pImporterOptions;
+}
+
+/** One machine and the variant's two dmirror devices per case (plus the far device for p2p). */
+export const dmirrorFactory: ConformanceFactory = (o) => makeDmirrorFactory()(o);
+
+/** The dmirror conformance factory, with `opts`. */
+export function makeDmirrorFactory(opts: DmirrorFactoryOptions = {}): ConformanceFactory {
+  return async ({ seed, variant }) => {
+    const machine = new Machine({ seed });
+    const coherent = variant === 'device-coherent';
+    const memory = coherent ? 'coherent' : 'private';
+    const first = coherent ? 2 : 0;
+    const names = [`hmm_dmirror${first}`, `hmm_dmirror${first + 1}`] as const;
+    const bus = dmirrorTopology(machine, names, 'hmm_dmirror_far');
+    const { topology } = bus;
+    const devices = [
+      DmirrorDevice.create(machine, names[0], { memory, pci: { topology, endpoint: bus.near[0] } }),
+      DmirrorDevice.create(machine, names[1], { memory, pci: { topology, endpoint: bus.near[1] } }),
+    ] as const;
+    const far = DmirrorDevice.create(machine, 'hmm_dmirror_far', {
+      memory,
+      pci: { topology, endpoint: bus.far },
+    });
+    // The first device's BAR window (pci_p2pdma_add_resource), published for peers.
+    const bar = p2pdmaAddResource(machine.mm, topology, bus.near[0], {
+      bar: 2,
+      barBytes: DMIRROR_BAR_PAGES * PAGE_SIZE,
+    });
+    bar.published = true;
+    const p2p: P2pTarget = {
+      topology,
+      createExporter: (pages) => Promise.resolve(new DmirrorP2pExporter(machine, devices[0], bar, pages)),
+      createImporter: (process, addr, pages, position) =>
+        Promise.resolve(
+          dmirrorImporterHandle(
+            new DmirrorP2pImporter(
+              machine,
+              position === 'peer' ? devices[1] : far,
+              process,
+              addr,
+              pages,
+              opts.p2pImporter,
+            ),
+          ),
+        ),
+    };
+    const target: ConformanceTarget = {
+      machine,
+      open: async (process: Process, opts: OpenOptions = {}) =>
+        dmirrorTestDevice(await Dmirror.open(machine, devices[opts.device ?? 0], process)),
+      p2p,
+      // Driver unload: every device gives its memory back (dmirror_device_remove_chunks), the BAR goes.
+      teardown: () =>
+        machine.sched.runTask('dmirror-unload', async () => {
+          for (const d of [...devices, far]) await d.release();
+          bar.remove();
+        }),
+    };
+    return target;
   };
-  return target;
-};
+}
+
+/** The conformance view of a dmirror importer. */
+export function dmirrorImporterHandle(imp: DmirrorP2pImporter): P2pImporterHandle {
+  return {
+    read: (addr, len) => imp.read(addr, len),
+    get mapping() {
+      return imp.mapping;
+    },
+    get maps() {
+      return imp.maps;
+    },
+    devicePages: () => imp.devicePages(),
+    close: () => imp.close(),
+    binding: { device: imp.device, asid: imp.asid },
+  };
+}

@@ -11,18 +11,25 @@ import type { DriverCapability } from '@hmm/core';
 /**
  * A capability a case may require: a driver capability, or `two-devices` (the target can open a
  * second device of the same kind for the same process: `ConformanceTarget.open(p, { device: 1 })`,
- * what the kernel's `hmm2` fixture needs).
+ * what the kernel's `hmm2` fixture needs), `p2p-exporter` / `p2p-importer` (the target's
+ * `ConformanceTarget.p2p` exports a device-file object and imports it through `p2p_map`).
  */
-export type Capability = DriverCapability | 'two-devices';
+export type Capability = DriverCapability | 'two-devices' | 'p2p-exporter' | 'p2p-importer';
 
 /** Memory variant a case runs in, as the kernel's fixtures do (`hmm_device_private`, `hmm_device_coherent`). */
 export type Variant = 'device-private' | 'device-coherent';
 
 /** Metadata of one case. */
 export interface CaseInfo {
-  /** Stable id: `hmm.<name>` or `hmm2.<name>` (two devices), as the kernel's fixture names them. */
+  /**
+   * Stable id: `hmm.<name>` or `hmm2.<name>` (two devices), as the kernel's fixture names them;
+   * `p2p.<name>` for the peer-to-peer cases, which go beyond the kernel's tests.
+   */
   readonly id: string;
-  /** Kernel reference, e.g. `hmm-tests.c:anon_read`. */
+  /**
+   * Kernel reference, e.g. `hmm-tests.c:anon_read`; for the p2p cases the 2019 linux-mm `p2p_map`
+   * proposal and/or the drivers/pci/p2pdma.c functions they model.
+   */
   readonly kernelRef: string | null;
   /** One line: what the case checks. */
   readonly title: string;
@@ -63,7 +70,67 @@ const EXC: readonly Capability[] = ['mirror', 'exclusive'];
 const THP = 'transparent huge pages are not simulated yet';
 const HTLB = 'hugetlbfs is not simulated yet';
 
-/** Every case, in the kernel's order. */
+const P2P: readonly Capability[] = ['p2p-exporter', 'p2p-importer'];
+/** The p2p cases do not depend on the device-memory variant: they run once. */
+const ONCE: readonly Variant[] = ['device-private'];
+/** The 2019 linux-mm RFC adding `p2p_map` / `p2p_unmap` to `vm_operations_struct`. */
+const PROPOSAL = 'linux-mm 2019 p2p_map/p2p_unmap proposal';
+
+function p2p(name: string, title: string, ref: string): CaseInfo {
+  return {
+    id: `p2p.${name}`,
+    kernelRef: ref,
+    title,
+    requires: P2P,
+    variants: ONCE,
+    devices: 2,
+    unsupported: null,
+  };
+}
+
+/**
+ * The peer-to-peer cases (beyond the kernel's tests): an exporter's device-file object imported by
+ * another device through `p2pMap`.
+ */
+export const P2P_CASES: readonly CaseInfo[] = [
+  p2p(
+    'map_read',
+    "an importer below the exporter's switch maps the BAR (BUS_ADDR) and reads the data byte for byte",
+    `${PROPOSAL}; p2pdma.c:pci_p2pdma_map_type`,
+  ),
+  p2p(
+    'bar_exhausted_fallback',
+    'with the BAR full the object falls back to system memory with the same data; freed, it maps the BAR',
+    `${PROPOSAL}; p2pdma.c:pci_alloc_p2pmem`,
+  ),
+  p2p(
+    'topology_fallback',
+    'an importer without a peer path gets system memory (NOT_SUPPORTED) with the same data',
+    `${PROPOSAL}; p2pdma.c:calc_map_type_and_dist`,
+  ),
+  p2p(
+    'zap_mid_transfer',
+    'a zap during a transfer: the old mapping is given back, nothing stale is read, the next read maps again',
+    `${PROPOSAL}; mm/memory.c:zap_vma_ptes`,
+  ),
+  p2p(
+    'exporter_moves',
+    'the exporter moves the object ten times under a running importer: every read matches',
+    `${PROPOSAL}; p2pdma.c:pci_free_p2pmem`,
+  ),
+  p2p(
+    'importer_teardown',
+    'an importer closed while mapped gives its mapping back; the exporter then tears down cleanly',
+    `${PROPOSAL} (p2p_unmap)`,
+  ),
+  p2p(
+    'exporter_teardown',
+    'exporter teardown while imported revokes every importer, then frees its memory',
+    `${PROPOSAL}; p2pdma.c:pci_p2pdma_release`,
+  ),
+];
+
+/** Every case: the kernel's, in its order, then the peer-to-peer cases. */
 export const CASES: readonly CaseInfo[] = [
   k('open_close', 'open and close a mirror', M),
   k('anon_read', 'device READ of anonymous memory: zero page, read-only region, data', M),
@@ -108,6 +175,7 @@ export const CASES: readonly CaseInfo[] = [
   }),
   k('migrate_anon_huge_zero_err', 'the same for empty and zero THPs', MIG, { unsupported: THP }),
   k('benchmark_thp_migration', 'THP migration timings', MIG, { unsupported: THP }),
+  ...P2P_CASES,
 ];
 
 /** The case with this id; undefined if none. */

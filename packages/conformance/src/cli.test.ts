@@ -15,7 +15,9 @@ describe('hmm-conformance list', () => {
     const parsed = JSON.parse(text) as {
       cases: { id: string; kernelRef: string; requires: string[]; variants: string[] }[];
     };
-    expect(parsed.cases).toHaveLength(38); // the 38 test functions of hmm-tests.c
+    // The 38 test functions of hmm-tests.c, then the 7 peer-to-peer cases.
+    expect(parsed.cases).toHaveLength(38 + 7);
+    expect(parsed.cases.filter((c) => c.id.startsWith('p2p.'))).toHaveLength(7);
     expect(parsed.cases[1]).toMatchObject({
       id: 'hmm.anon_read',
       kernelRef: 'hmm-tests.c:anon_read',
@@ -23,7 +25,13 @@ describe('hmm-conformance list', () => {
     });
     expect(parsed.cases.find((c) => c.id === 'hmm2.snapshot')).toBeDefined();
     expect(new Set(parsed.cases.map((c) => c.id)).size).toBe(parsed.cases.length);
-    for (const c of parsed.cases) expect(c.variants).toEqual(['device-private', 'device-coherent']);
+    for (const c of parsed.cases) {
+      if (c.id.startsWith('p2p.')) {
+        expect(c.variants).toEqual(['device-private']);
+        expect(c.requires).toEqual(['p2p-exporter', 'p2p-importer']);
+        expect(c.kernelRef).toMatch(/p2p_map/);
+      } else expect(c.variants).toEqual(['device-private', 'device-coherent']);
+    }
   });
 
   it('prints a table, and usage errors exit with 2', () => {

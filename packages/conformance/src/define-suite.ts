@@ -75,3 +75,12 @@ export function defineExclusiveGroup(
 ): void {
   describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('exclusive', factory, manifest, opts));
 }
+
+/** Registers the p2p group alone (a peer-to-peer exporter and importer; beyond the kernel's tests). */
+export function defineP2pGroup(
+  factory: ConformanceFactory,
+  manifest: ConformanceManifest,
+  opts: RunOptions = {},
+): void {
+  describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('p2p', factory, manifest, opts));
+}

@@ -1,14 +1,14 @@
 /**
  * `@hmm/conformance`: the conformance suite for simulated HMM drivers: the catalogue of cases
  * (the kernel's `hmm-tests.c`, with stable ids and kernel references), the driver-independent
- * cases of the mirror, migrate (device memory) and exclusive groups, a programmatic runner
+ * cases of the mirror, migrate (device memory), exclusive and peer-to-peer groups, a programmatic runner
  * ({@link runConformance}) and the
  * `hmm-conformance list` command. The vitest entry is `@hmm/conformance/vitest`
  * (`defineConformanceSuite`); this entry does not import vitest.
  *
  * @packageDocumentation
  */
-export { CASES, findCase } from './catalog.js';
+export { CASES, P2P_CASES, findCase } from './catalog.js';
 export type { Capability, CaseInfo, Variant } from './catalog.js';
 export { SnapshotByte } from './target.js';
 export type {
@@ -18,6 +18,11 @@ export type {
   ConformanceManifest,
   ConformanceTarget,
   OpenOptions,
+  P2pExporterHandle,
+  P2pImporterHandle,
+  P2pPlace,
+  P2pPosition,
+  P2pTarget,
   ReadBackResult,
   SnapshotByteValue,
   TestDevice,
@@ -30,6 +35,7 @@ export {
   IMPLEMENTATIONS,
   MIGRATE_CASES,
   MIRROR_CASES,
+  P2P_CASES_IMPL,
   groupOf,
 } from './cases/index.js';
 export type { CaseContext, CaseFn, GroupName } from './cases/index.js';

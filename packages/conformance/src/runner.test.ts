@@ -2,7 +2,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Machine, PAGE_SIZE } from '@hmm/core';
 import type { Process } from '@hmm/core';
-import { CASES } from './catalog.js';
+import { CASES, P2P_CASES, findCase } from './catalog.js';
 import { ConformanceFailure, check, checkEqual, checkRejects } from './assert.js';
 import { IMPLEMENTATIONS } from './cases/index.js';
 import { planCases, runConformance } from './runner.js';
@@ -82,12 +82,23 @@ describe('runConformance', () => {
     expect(report.skipped).toHaveLength(7);
   });
 
-  it('plans every catalogue case in both variants; never hides one', () => {
+  it("plans every catalogue case in its variants (the kernel's in both, p2p once); never hides one", () => {
     const plan = planCases({
       name: 'x',
-      capabilities: ['mirror', 'device-private', 'device-coherent', 'exclusive', 'two-devices'],
+      capabilities: [
+        'mirror',
+        'device-private',
+        'device-coherent',
+        'exclusive',
+        'two-devices',
+        'p2p-exporter',
+        'p2p-importer',
+      ],
     });
-    expect(plan).toHaveLength(2 * CASES.length);
+    expect(plan).toHaveLength(CASES.reduce((n, c) => n + c.variants.length, 0));
+    expect(plan.filter((c) => c.group === 'p2p').map((c) => c.variant)).toEqual(
+      P2P_CASES.map(() => 'device-private'),
+    );
     // Every case is implemented; only those needing THP or hugetlbfs are skipped, with the reason.
     const skipped = plan.filter((c) => c.run === null);
     for (const c of skipped)
@@ -96,7 +107,9 @@ describe('runConformance', () => {
       CASES.filter((c) => c.unsupported !== null).length,
     );
     const runnable = plan.filter((c) => c.run !== null);
-    expect(runnable).toHaveLength(2 * Object.keys(IMPLEMENTATIONS).length);
+    expect(runnable).toHaveLength(
+      Object.keys(IMPLEMENTATIONS).reduce((n, id) => n + findCase(id)!.variants.length, 0),
+    );
     for (const id of Object.keys(IMPLEMENTATIONS)) expect(CASES.some((c) => c.id === id)).toBe(true);
     expect(runnable.map((c) => c.info.id)).toContain('hmm2.migrate_mixed');
     expect(() => planCases({ name: 'x', capabilities: [] }, { only: ['hmm.nope'] })).toThrow(

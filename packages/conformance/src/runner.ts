@@ -125,6 +125,7 @@ export async function runPlannedCase(
     // The sanitizer is on for every case: each device a case opens is watched.
     const san = new HmmSanitizer(made.machine.mm, 'record');
     sanitizers.push(san);
+    const p2p = made.p2p;
     const t: ConformanceTarget = {
       ...made,
       open: async (process, o) => {
@@ -133,6 +134,21 @@ export async function runPlannedCase(
         if (b !== undefined) san.watch(b.device, b.asid, process.mm, b.owner ?? null);
         return dev;
       },
+      // Importers are watched too: a stale peer mapping or a frame outside the BAR is a violation.
+      ...(p2p === undefined
+        ? {}
+        : {
+            p2p: {
+              topology: p2p.topology,
+              createExporter: (pages) => p2p.createExporter(pages),
+              createImporter: async (process, addr, pages, position) => {
+                const imp = await p2p.createImporter(process, addr, pages, position);
+                const b = imp.binding;
+                if (b !== undefined) san.watch(b.device, b.asid, process.mm, null);
+                return imp;
+              },
+            },
+          }),
     };
     targets.push(t);
     return t;

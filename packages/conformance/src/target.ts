@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Machine, Process, SimDevice } from '@hmm/core';
+import type { Machine, P2pMapTypeId, PciTopology, Process, SimDevice } from '@hmm/core';
 import type { Capability, Variant } from './catalog.js';
 
 /**
@@ -134,8 +134,102 @@ export interface ConformanceTarget {
    * case's variant (device-private or device-coherent memory).
    */
   open(process: Process, opts?: OpenOptions): Promise<TestDevice>;
+  /**
+   * Peer-to-peer exporter and importer of the driver (needed by the cases that require the
+   * `p2p-exporter` and `p2p-importer` capabilities).
+   */
+  readonly p2p?: P2pTarget;
   /** Called once after the case, passed or failed. */
   teardown?(): Promise<void>;
+}
+
+/** Where an exported object lives: in the exporter's BAR (peer memory) or in system memory. */
+export type P2pPlace = 'bar' | 'system';
+
+/**
+ * Where an importer sits relative to the exporter: `'peer'` has a peer path to the exporter's BAR
+ * (e.g. below the same switch: `pci_p2pdma_distance` gives `PCI_P2PDMA_MAP_BUS_ADDR`); `'no-peer-path'`
+ * has none (e.g. under a host bridge that forwards no peer traffic: `PCI_P2PDMA_MAP_NOT_SUPPORTED`).
+ */
+export type P2pPosition = 'peer' | 'no-peer-path';
+
+/**
+ * One exported object of a driver (the exporter side of the 2019 linux-mm `p2p_map` proposal): an
+ * object of `pages` pages that a process maps by `mmap` of the device file (a VM_PFNMAP mapping
+ * whose `VmOperations` implement `fault`, `p2pMap` and `p2pUnmap`). Its `p2pMap` must return the
+ * object's current frames: BAR frames (`type` the topology's distance type) when the importer can
+ * reach the BAR and the object is, or can be placed, there; system pages (`type`
+ * `P2pMapType.NOT_SUPPORTED`) otherwise. Every relocation revokes the importers first
+ * (`zapVmaPtes` over every mapping). Each method runs inside a task of the machine's scheduler.
+ */
+export interface P2pExporterHandle {
+  /** Pages of the object. */
+  readonly pages: number;
+  /** Where the object is now. */
+  readonly place: P2pPlace;
+  /**
+   * `mmap` of the device file by `process`: the whole object, shared, read-write; resolves to the
+   * address. The CPU reads and writes the object through it.
+   */
+  mmap(process: Process): Promise<number>;
+  /**
+   * Moves the object to `to` (revoke every mapping with `zapVmaPtes`, copy, free the old place);
+   * `'bar'` falls back to `'system'` when the BAR has no room. Resolves to where it went.
+   */
+  move(to: P2pPlace): Promise<P2pPlace>;
+  /** Fills the free part of the BAR (`pci_alloc_p2pmem` of every free page) so nothing fits. */
+  exhaustBar(): void;
+  /** Frees what {@link exhaustBar} took. */
+  releaseBar(): void;
+  /**
+   * Exporter teardown: revokes every importer (`zapVmaPtes`; their notifiers drop their device
+   * mappings and give the peer mappings back), then frees the object's memory. Later `p2pMap`
+   * calls and CPU faults on the device file fail (ENODEV).
+   */
+  teardown(): Promise<void>;
+}
+
+/**
+ * A driver's importer of one range of one process (the importer side of `p2p_map`): a device
+ * context whose faults on the range call `p2pMap` under the interval-notifier sequence protocol,
+ * and whose invalidate callback removes its device entries, waits for them to be gone, and calls
+ * `p2pUnmap`.
+ */
+export interface P2pImporterHandle {
+  /**
+   * The device reads `len` bytes at `addr` (inside the range), faulting the mapping in through
+   * `p2pMap` when it has none. A transfer of several pages takes simulated time (it crosses the
+   * bus page by page), so an invalidation can land in the middle of it.
+   */
+  read(addr: number, len: number): Promise<Uint8Array>;
+  /** The peer mapping it holds now (`P2pMapping` from `p2pMap`), or null when it holds none. */
+  readonly mapping: { readonly type: P2pMapTypeId } | null;
+  /** `p2pMap` calls it has made so far. */
+  readonly maps: number;
+  /** Device page-table entries it has over its range now (0 once revoked). */
+  devicePages(): number;
+  /** Importer teardown: drops its device entries, gives the mapping back, removes its notifier. */
+  close(): Promise<void>;
+  /** The device and context, so that the runner's sanitizer watches every access (optional). */
+  readonly binding?: { readonly device: SimDevice; readonly asid: number };
+}
+
+/** What the peer-to-peer cases need of a target. */
+export interface P2pTarget {
+  /** The PCI topology the exporter and importers sit in. */
+  readonly topology: PciTopology;
+  /** Creates an exporter of an object of `pages` pages (in system memory at first). */
+  createExporter(pages: number): Promise<P2pExporterHandle>;
+  /**
+   * Creates an importer at `position` relative to the exporter, bound to `process` and the
+   * `pages` pages at `addr` (a mapping of the exporter's device file).
+   */
+  createImporter(
+    process: Process,
+    addr: number,
+    pages: number,
+    position: P2pPosition,
+  ): Promise<P2pImporterHandle>;
 }
 
 /** Options a factory receives. */

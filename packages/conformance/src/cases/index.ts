@@ -1,6 +1,7 @@
 /**
  * The case groups and their implementations. A case belongs to the group of what it requires:
- * `mirror` (a mirror only), `migrate` (device memory), `exclusive` (exclusive access). Cases of the
+ * `mirror` (a mirror only), `migrate` (device memory), `exclusive` (exclusive access), `p2p`
+ * (a peer-to-peer exporter and importer). Cases of the
  * catalogue without an implementation in this version are still planned, and reported as skipped.
  *
  * @module
@@ -10,15 +11,17 @@ import type { CaseFn } from './common.js';
 import { EXCLUSIVE_CASES } from './exclusive.js';
 import { MIGRATE_CASES } from './migrate.js';
 import { MIRROR_CASES } from './mirror.js';
+import { P2P_CASES_IMPL } from './p2p.js';
 
 /** Name of a case group. */
-export type GroupName = 'mirror' | 'migrate' | 'exclusive';
+export type GroupName = 'mirror' | 'migrate' | 'exclusive' | 'p2p';
 
 /** Every group, in order. */
-export const GROUPS: readonly GroupName[] = ['mirror', 'migrate', 'exclusive'];
+export const GROUPS: readonly GroupName[] = ['mirror', 'migrate', 'exclusive', 'p2p'];
 
 /** The group a catalogue case belongs to. */
 export function groupOf(info: CaseInfo): GroupName {
+  if (info.requires.includes('p2p-exporter') || info.requires.includes('p2p-importer')) return 'p2p';
   if (info.requires.includes('exclusive')) return 'exclusive';
   if (info.requires.includes('device-private') || info.requires.includes('device-coherent')) return 'migrate';
   return 'mirror';
@@ -29,9 +32,11 @@ export const IMPLEMENTATIONS: Readonly<Record<string, CaseFn>> = {
   ...MIRROR_CASES,
   ...MIGRATE_CASES,
   ...EXCLUSIVE_CASES,
+  ...P2P_CASES_IMPL,
 };
 
 export { MIRROR_CASES } from './mirror.js';
 export { MIGRATE_CASES } from './migrate.js';
 export { EXCLUSIVE_CASES } from './exclusive.js';
+export { P2P_CASES_IMPL } from './p2p.js';
 export type { CaseContext, CaseFn } from './common.js';

@@ -1,0 +1,306 @@
+/**
+ * The peer-to-peer group (beyond the kernel's tests): a driver's exporter puts an object behind a
+ * device file (in its BAR, `drivers/pci/p2pdma.c`, or in system memory), a process maps the file,
+ * and a driver's importer reaches the mapping through `p2pMap` (the 2019 linux-mm `p2p_map`
+ * proposal). The cases check the data byte for byte, the mapping type (BUS_ADDR through the BAR,
+ * NOT_SUPPORTED for the system-memory fallback), revocation by `zapVmaPtes` and both teardowns.
+ *
+ * @module
+ */
+import { P2pMapType, isHmmError, zapVmaPtes } from '@hmm/core';
+import type { Machine, Process } from '@hmm/core';
+import { ConformanceFailure, check, checkEqual } from '../assert.js';
+import type {
+  ConformanceTarget,
+  P2pExporterHandle,
+  P2pImporterHandle,
+  P2pPlace,
+  P2pTarget,
+} from '../target.js';
+import { P } from './common.js';
+import type { CaseFn } from './common.js';
+
+/** Pages of the exported object (a transfer of all of them takes a while on the bus). */
+const PAGES = 32;
+
+/** The target's p2p side, or a failure: the driver declared the p2p capabilities. */
+function p2pOf(t: ConformanceTarget): P2pTarget {
+  if (t.p2p === undefined) {
+    throw new ConformanceFailure(
+      'the driver declares p2p-exporter and p2p-importer, so its target has a p2p member',
+    );
+  }
+  return t.p2p;
+}
+
+/** `len` bytes of a pattern that differs with `salt`. */
+function pattern(len: number, salt: number): Uint8Array {
+  return new Uint8Array(len).map((_, i) => (i * 7 + salt * 31 + (i >> 12)) & 0xff);
+}
+
+/** Byte-for-byte equality, reporting the first mismatch. */
+function checkBytes(got: Uint8Array, want: Uint8Array, what: string): void {
+  checkEqual(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < got.length; i++) {
+    if (got[i] !== want[i]) {
+      throw new ConformanceFailure(`${what}: byte ${i} is ${got[i]}, expected ${want[i]}`);
+    }
+  }
+}
+
+/** Checks the importer's mapping type. */
+function checkType(imp: P2pImporterHandle, type: number, what: string): void {
+  check(imp.mapping !== null, `${what}: the importer holds a peer mapping after its read`);
+  checkEqual(
+    imp.mapping.type,
+    type,
+    `${what}: mapping type (${type === P2pMapType.BUS_ADDR ? 'BUS_ADDR' : 'NOT_SUPPORTED'} expected)`,
+  );
+}
+
+/** Checks that the importer holds nothing: no peer mapping, no device entry. */
+function checkRevoked(imp: P2pImporterHandle, what: string): void {
+  check(imp.mapping === null, `${what}: the importer gave its peer mapping back (p2pUnmap)`);
+  checkEqual(imp.devicePages(), 0, `${what}: device page-table entries left over the range`);
+}
+
+/** The fixture of a p2p case. */
+interface P2pFixture {
+  readonly m: Machine;
+  readonly p: Process;
+  readonly p2p: P2pTarget;
+  readonly exp: P2pExporterHandle;
+  /** Address of the device-file mapping. */
+  readonly a: number;
+  /** What the CPU wrote into the object. */
+  readonly data: Uint8Array;
+  importer(position?: 'peer' | 'no-peer-path'): Promise<P2pImporterHandle>;
+  /** Tears the exporter down (once) and checks no device frame is left allocated. */
+  teardownExporter(): Promise<void>;
+}
+
+/**
+ * Creates a process and an exporter of {@link PAGES} pages, maps its device file and writes a
+ * pattern through the CPU mapping; runs `body` in a task (which closes its importers); then
+ * tears the exporter down, unmaps, and checks no device frame is left and the machine is consistent.
+ */
+async function withP2p(t: ConformanceTarget, body: (f: P2pFixture) => Promise<void>): Promise<void> {
+  const m = t.machine;
+  const p2p = p2pOf(t);
+  await m.sched.runTask('p2p-tests', async () => {
+    const p = m.createProcess('p2p-tests');
+    const exp = await p2p.createExporter(PAGES);
+    checkEqual(exp.pages, PAGES, 'pages of the exported object');
+    const a = await exp.mmap(p);
+    const data = pattern(PAGES * P, 1);
+    await p.write(a, data);
+    checkBytes(await p.read(a, PAGES * P), data, 'CPU read-back through the device-file mapping');
+    const importers: P2pImporterHandle[] = [];
+    let torn = false;
+    const f: P2pFixture = {
+      m,
+      p,
+      p2p,
+      exp,
+      a,
+      data,
+      importer: async (position = 'peer') => {
+        const imp = await p2p.createImporter(p, a, PAGES, position);
+        importers.push(imp);
+        return imp;
+      },
+      teardownExporter: async () => {
+        if (torn) return;
+        torn = true;
+        await exp.teardown();
+        checkEqual(
+          m.mm.mem.allocatedDeviceFrames(),
+          [],
+          'device frames still allocated after the exporter teardown (BAR memory freed)',
+        );
+      },
+    };
+    try {
+      await body(f);
+    } catch (e) {
+      // A failed case may leave importers open; close them best-effort (each case closes its own).
+      for (const imp of importers) await imp.close().catch(() => {});
+      throw e;
+    }
+    await f.teardownExporter();
+    await p.munmap(a, PAGES * P);
+  });
+  try {
+    m.checkInvariants();
+  } catch (e) {
+    throw new ConformanceFailure(
+      `the machine is consistent after the case: ${e instanceof Error ? e.message : String(e)}`,
+      {},
+      { cause: e },
+    );
+  }
+}
+
+/** The p2p group's cases, by catalogue id. */
+export const P2P_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
+  'p2p.map_read': async (t) => {
+    await withP2p(t, async ({ exp, a, data, importer }) => {
+      const imp = await importer('peer');
+      checkBytes(await imp.read(a, PAGES * P), data, 'importer read of the whole object');
+      checkType(imp, P2pMapType.BUS_ADDR, "importer below the exporter's switch");
+      checkEqual(exp.place, 'bar', 'where the object is once a peer importer mapped it');
+      checkEqual(imp.devicePages(), PAGES, 'device page-table entries of the importer');
+      checkBytes(
+        await imp.read(a + 3 * P + 100, 2 * P),
+        data.subarray(3 * P + 100, 5 * P + 100),
+        'importer read at an offset',
+      );
+      await imp.close();
+    });
+  },
+
+  'p2p.bar_exhausted_fallback': async (t) => {
+    await withP2p(t, async ({ exp, a, data, importer }) => {
+      exp.exhaustBar();
+      const imp = await importer('peer');
+      checkBytes(await imp.read(a, PAGES * P), data, 'importer read with the BAR full');
+      checkType(imp, P2pMapType.NOT_SUPPORTED, 'BAR full: system-memory fallback');
+      checkEqual(exp.place, 'system', 'where the object is with the BAR full');
+      exp.releaseBar();
+      checkEqual(await exp.move('bar'), 'bar', 'move to the BAR once it has room');
+      checkRevoked(imp, 'after the move');
+      checkBytes(await imp.read(a, PAGES * P), data, 'importer read after the move to the BAR');
+      checkType(imp, P2pMapType.BUS_ADDR, 'BAR freed: peer mapping');
+      await imp.close();
+    });
+  },
+
+  'p2p.topology_fallback': async (t) => {
+    await withP2p(t, async ({ exp, a, data, importer }) => {
+      const imp = await importer('no-peer-path');
+      checkBytes(await imp.read(a, PAGES * P), data, 'importer read without a peer path');
+      checkType(imp, P2pMapType.NOT_SUPPORTED, 'importer without a peer path');
+      checkEqual(exp.place, 'system', 'where the object is for an importer without a peer path');
+      // A peer importer meanwhile reads the same data, wherever the exporter serves it from.
+      const peer = await importer('peer');
+      checkBytes(await peer.read(a, PAGES * P), data, 'peer importer read next to the far one');
+      checkBytes(await imp.read(a, PAGES * P), data, 'far importer read again');
+      check(imp.mapping !== null, 'the far importer holds a mapping after its read');
+      checkEqual(imp.mapping.type, P2pMapType.NOT_SUPPORTED, 'far importer mapping type');
+      await peer.close();
+      await imp.close();
+    });
+  },
+
+  'p2p.zap_mid_transfer': async (t) => {
+    await withP2p(t, async ({ m, p, exp, a, data, importer }) => {
+      const imp = await importer('peer');
+      let done = false;
+      let got: Uint8Array | null = null;
+      const transfer = m.sched.spawn('importer-transfer', async () => {
+        got = await imp.read(a, PAGES * P);
+        done = true;
+      });
+      // Wait until the transfer has its mapping, then zap while it is still running.
+      for (let i = 0; i < 10_000 && imp.mapping === null && !done; i++) await m.sched.sleep(10);
+      check(
+        imp.mapping !== null && !done,
+        'the transfer of several pages takes simulated time after mapping',
+      );
+      const before = imp.mapping;
+      const mapsBefore = imp.maps;
+      const vma = p.mm.vmas.lookup(a);
+      check(vma !== undefined, 'the device-file mapping exists');
+      await zapVmaPtes(vma, a, PAGES * P);
+      const runningAfterZap = !done;
+      if (imp.maps === mapsBefore) checkRevoked(imp, 'right after the zap');
+      else check(imp.mapping !== before, 'after the zap the importer holds only a mapping taken after it');
+      await transfer.join();
+      check(got !== null, 'the transfer finished');
+      checkBytes(got, data, 'the transfer that was zapped in the middle');
+      // The rest of a transfer still running when the zap completed went through a new mapping.
+      if (runningAfterZap) check(imp.maps > mapsBefore, 'the transfer mapped again after the zap');
+      // Quiet now: a zap leaves nothing; the object moves and gets new data; the next read maps again.
+      await zapVmaPtes(vma, a, PAGES * P);
+      checkRevoked(imp, 'after a completed zap');
+      const place: P2pPlace = exp.place === 'bar' ? 'system' : 'bar';
+      checkEqual(await exp.move(place), place, 'the move after the zap');
+      const fresh = pattern(PAGES * P, 2);
+      await p.write(a, fresh);
+      const maps = imp.maps;
+      checkBytes(await imp.read(a, PAGES * P), fresh, 'the read after the zap and move (no stale data)');
+      check(imp.maps > maps, 'the read after a zap maps again (p2pMap)');
+      await imp.close();
+    });
+  },
+
+  'p2p.exporter_moves': async (t) => {
+    await withP2p(t, async ({ m, exp, a, data, importer }) => {
+      const imp = await importer('peer');
+      const reads: string[] = [];
+      let moves = 0;
+      const reader = m.sched.spawn('importer', async () => {
+        for (let i = 0; i < 30; i++) {
+          const got = await imp.read(a, PAGES * P);
+          const bad = got.findIndex((b, j) => b !== data[j]);
+          if (bad >= 0) reads.push(`read ${i}: byte ${bad} is ${got[bad]}, expected ${data[bad]}`);
+          await m.sched.sleep(1000);
+        }
+      });
+      const mover = m.sched.spawn('exporter', async () => {
+        for (let i = 0; i < 10; i++) {
+          await m.sched.sleep(2500);
+          const to: P2pPlace = i % 2 === 0 ? 'system' : 'bar';
+          const went = await exp.move(to);
+          if (went !== to) reads.push(`move ${i} to ${to} went to ${went}`);
+          moves++;
+        }
+      });
+      await reader.join();
+      await mover.join();
+      checkEqual(moves, 10, 'moves done');
+      checkEqual(reads, [], 'every read under the moving exporter matches the data');
+      check(imp.maps > 5, `the importer mapped again after the moves (${imp.maps} p2pMap calls)`);
+      await imp.close();
+    });
+  },
+
+  'p2p.importer_teardown': async (t) => {
+    await withP2p(t, async ({ a, data, importer, teardownExporter }) => {
+      const imp = await importer('peer');
+      checkBytes(await imp.read(a, PAGES * P), data, 'importer read');
+      checkType(imp, P2pMapType.BUS_ADDR, 'before the importer teardown');
+      await imp.close();
+      checkRevoked(imp, 'after the importer teardown');
+      // Nothing is left mapped: the exporter tears down and frees everything.
+      await teardownExporter();
+    });
+  },
+
+  'p2p.exporter_teardown': async (t) => {
+    await withP2p(t, async ({ exp, a, data, importer, teardownExporter }) => {
+      const one = await importer('peer');
+      const two = await importer('peer');
+      checkBytes(await one.read(a, PAGES * P), data, 'first importer read');
+      checkBytes(await two.read(a, PAGES * P), data, 'second importer read');
+      checkType(one, P2pMapType.BUS_ADDR, 'first importer before the exporter teardown');
+      checkType(two, P2pMapType.BUS_ADDR, 'second importer before the exporter teardown');
+      checkEqual(exp.place, 'bar', 'where the object is while imported');
+      // Revokes both importers, then frees the BAR memory (checked: no device frame left).
+      await teardownExporter();
+      checkRevoked(one, 'first importer after the exporter teardown');
+      checkRevoked(two, 'second importer after the exporter teardown');
+      let failed = false;
+      try {
+        await one.read(a, P);
+      } catch (e) {
+        if (!isHmmError(e)) throw e;
+        failed = true;
+      }
+      check(failed, 'a read after the exporter teardown fails instead of reaching freed memory');
+      checkRevoked(one, 'first importer after the refused read');
+      await one.close();
+      await two.close();
+    });
+  },
+};

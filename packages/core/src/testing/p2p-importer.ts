@@ -46,16 +46,14 @@ export class TestP2pImporter {
     this.lock = new Mutex(m.sched, `${pci.name}:lock`);
     const end = start + pages * PAGE_SIZE;
     this.sub = mmuIntervalNotifierInsert(p.mm, start, pages * PAGE_SIZE, {
-      invalidate: async (s, range, seq) => {
+      invalidate: async (s, _range, seq) => {
         await this.lock.lock();
         mmuIntervalSetSeq(s, seq);
-        const lo = Math.max(range.start, start) / PAGE_SIZE;
-        const hi = Math.min(range.end, end) / PAGE_SIZE;
-        const fence =
-          lo < hi
-            ? this.device.queue.submit({ op: 'unmap', asid: this.asid, startVpn: lo, endVpn: hi })
-            : null;
-        await fence?.wait();
+        // The p2p mapping covers the whole range and is given back whole below, so every device
+        // entry of it goes, not only those of the invalidated part.
+        await this.device.queue
+          .submit({ op: 'unmap', asid: this.asid, startVpn: start / PAGE_SIZE, endVpn: end / PAGE_SIZE })
+          .wait();
         if (this.mapping !== null) {
           p2pUnmap(this.mapping);
           this.mapping = null;

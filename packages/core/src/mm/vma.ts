@@ -48,6 +48,12 @@ export interface VmOperations {
    * (`vmf_insert_pfn`), or -1 to raise SIGBUS.
    */
   fault?(vma: Vma, address: number, write: boolean): number;
+  /**
+   * Called when a new VMA of this mapping is made from an existing one: split by mprotect or a
+   * partial munmap, moved by mremap (`vm_ops->open`). A driver that revokes its mappings (an
+   * exporter's `zapVmaPtes`) tracks its VMAs through `open` and `close`.
+   */
+  open?(vma: Vma): void;
   /** Called when the VMA is removed (`vm_ops->close`). */
   close?(vma: Vma): void;
   /**
@@ -127,9 +133,12 @@ export class Vma {
     return this.pgoff + (addr - this.start) / PAGE_SIZE;
   }
 
-  /** A copy of this VMA restricted to [start, end) (`vma_split` half), for the same or another mm. */
+  /**
+   * A copy of this VMA restricted to [start, end) (`vma_split` half, `copy_vma`, fork), for the same
+   * or another mm. The driver of a special mapping is told through `ops.open` (`vm_ops->open`).
+   */
   cloneRange(start: number, end: number, mm: MmStruct = this.mm): Vma {
-    return new Vma(
+    const v = new Vma(
       mm,
       start,
       end,
@@ -138,6 +147,8 @@ export class Vma {
       this.pgoff + (start - this.start) / PAGE_SIZE,
       this.ops,
     );
+    this.ops?.open?.(v);
+    return v;
   }
 
   /** True if `other` directly follows this VMA and could be merged with it (`can_vma_merge_after`). */

@@ -265,3 +265,25 @@ describe('peer access cost', () => {
     expect(await timed(gpu, [run])).toBe(0); // its own BAR memory: no bus crossing
   });
 });
+
+describe('vm_ops->open', () => {
+  it('tells the exporter about every VMA an mprotect split or an mremap makes of its file', async () => {
+    const { m, p } = setup();
+    const { t, gpu } = topo(m);
+    const bar = p2pdmaAddResource(m.mm, t, gpu, { bar: 1, barBytes: 16 * P });
+    const exp = new TestP2pExporter(m, t, gpu, bar, 4);
+    const a = await exp.mmap(p);
+    await p.mprotect(a + 2 * P, 2 * P, Prot.READ);
+    expect([...exp.vmas].map((v) => [v.start - a, v.end - a]).sort((x, y) => x[0]! - y[0]!)).toEqual([
+      [0, 2 * P],
+      [2 * P, 4 * P],
+    ]);
+    await p.munmap(a, P);
+    expect([...exp.vmas].map((v) => [v.start - a, v.end - a]).sort((x, y) => x[0]! - y[0]!)).toEqual([
+      [P, 2 * P],
+      [2 * P, 4 * P],
+    ]);
+    await p.exit();
+    expect(exp.vmas.size).toBe(0);
+  });
+});

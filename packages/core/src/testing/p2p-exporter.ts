@@ -49,6 +49,9 @@ export class TestP2pExporter {
     this.ops = {
       name: `${pci.name}-file`,
       fault: (vma, address) => (this.dead ? -1 : this.frames[this.index(vma, address)]!),
+      open: (vma) => {
+        this.vmas.add(vma);
+      },
       close: (vma) => {
         this.vmas.delete(vma);
       },

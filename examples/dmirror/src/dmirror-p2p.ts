@@ -109,6 +109,10 @@ export class DmirrorP2pExporter {
         this.#checkLive('fault');
         return this.#frames[this.#index(vma, address)]!;
       },
+      open: (vma) => {
+        // mprotect / munmap / mremap made a new piece of the mapping: revoke it too on moves.
+        this.#vmas.add(vma);
+      },
       close: (vma) => {
         this.#vmas.delete(vma);
       },

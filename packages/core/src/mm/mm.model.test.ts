@@ -11,6 +11,7 @@
  * memory is released, every RAM frame, device frame and swap slot is free. fast-check prints the
  * seed and the shrunk failing sequence on failure.
  */
+import { PROP_RUNS, PropStats, propParameters } from '../testing/property.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { HmmError } from '../errors/errno.js';
@@ -25,7 +26,7 @@ import type { Process } from './process.js';
 import { TestDevmemDriver } from '../testing/devmem-driver.js';
 
 const P = PAGE_SIZE;
-const STATS: Map<string, number> | null = process.env.HMM_PROP_STATS === undefined ? null : new Map();
+const STATS = new PropStats();
 const RAM_PAGES = 48;
 const SWAP_PAGES = 4096;
 const MAX_PROCS = 4;
@@ -274,7 +275,7 @@ async function codeOf(f: () => Promise<unknown>): Promise<string | null> {
 
 /** Counts an event for HMM_PROP_STATS (no-op otherwise). */
 function stat(key: string, n = 1): void {
-  if (STATS !== null && n > 0) STATS.set(key, (STATS.get(key) ?? 0) + n);
+  STATS.add(key, n);
 }
 
 class World {
@@ -983,7 +984,7 @@ function dedupe(list: Uint8Array[]): Uint8Array[] {
   return out;
 }
 
-const RUNS = Number(process.env.HMM_PROP_RUNS ?? 200);
+const RUNS = PROP_RUNS;
 
 describe('mm model-based property', () => {
   it(
@@ -1002,11 +1003,7 @@ describe('mm model-based property', () => {
                 await w.step(op, who);
                 if (op.t === 'reclaim' || op.t === 'fork') await w.verifyAll(true);
                 else if (op.t === 'release' || op.t === 'verify') await w.verifyAll();
-                if (STATS !== null)
-                  STATS.set(
-                    w.log.length > before ? op.t : `${op.t}-noop`,
-                    (STATS.get(w.log.length > before ? op.t : `${op.t}-noop`) ?? 0) + 1,
-                  );
+                stat(w.log.length > before ? op.t : `${op.t}-noop`);
                 w.check();
               }
               await w.verifyAll();
@@ -1021,18 +1018,9 @@ describe('mm model-based property', () => {
             }
           },
         ),
-        {
-          numRuns: RUNS,
-          seed: process.env.HMM_PROP_SEED === undefined ? undefined : Number(process.env.HMM_PROP_SEED),
-        },
+        propParameters(),
       );
-      if (STATS !== null)
-        console.log(
-          [...STATS]
-            .sort()
-            .map(([k, v]) => `${k}: ${v}`)
-            .join('\n'),
-        );
+      STATS.print();
     },
     Math.max(60_000, RUNS * 300),
   );

@@ -15,6 +15,7 @@
  * fail with ENODEV, nothing hangs. At the end every RAM and device frame is free.
  * HMM_PROP_RUNS / HMM_PROP_SEED / HMM_PROP_STATS as in mm.model.test.ts.
  */
+import { PROP_RUNS, PropStats, propParameters } from '../testing/property.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { HmmError, isHmmError } from '../errors/errno.js';
@@ -33,14 +34,14 @@ import type { P2pdmaResource } from './p2pdma.js';
 import { P2pMapType, PciTopology } from './topology.js';
 import type { PciEndpoint } from './topology.js';
 
-const STATS: Map<string, number> | null = process.env.HMM_PROP_STATS === undefined ? null : new Map();
+const STATS = new PropStats();
 
 /** Counts an event for HMM_PROP_STATS (no-op otherwise). */
-function stat(key: string, by = 1): void {
-  if (STATS !== null) STATS.set(key, (STATS.get(key) ?? 0) + by);
+function stat(key: string, n = 1): void {
+  STATS.add(key, n);
 }
 
-const RUNS = Number(process.env.HMM_PROP_RUNS ?? 200);
+const RUNS = PROP_RUNS;
 /** Simulated time a step may take before it counts as a livelock (ns). */
 const STEP_BUDGET_NS = 5e9;
 
@@ -522,18 +523,9 @@ describe('p2p model-based property', () => {
             }
           },
         ),
-        {
-          numRuns: RUNS,
-          seed: process.env.HMM_PROP_SEED === undefined ? undefined : Number(process.env.HMM_PROP_SEED),
-        },
+        propParameters(),
       );
-      if (STATS !== null)
-        console.log(
-          [...STATS]
-            .sort()
-            .map(([k, v]) => `${k}: ${v}`)
-            .join('\n'),
-        );
+      STATS.print();
     },
     Math.max(60_000, RUNS * 300),
   );

@@ -10,7 +10,7 @@
  * @module
  */
 import { HmmError, hex, isHmmError } from '../errors/errno.js';
-import { PAGE_SIZE, PTRS_PER_TABLE } from '../mm/constants.js';
+import { PAGE_SIZE, PTRS_PER_TABLE, isPageRange } from '../mm/constants.js';
 import { FaultFlag, handleMmFault } from '../mm/memory.js';
 import type { MmStruct } from '../mm/mm-struct.js';
 import { Pte, PteType, pteType } from '../mm/pgtable.js';
@@ -104,13 +104,7 @@ function needFault(range: HmmRange, i: number, present: boolean, writable: boole
 function checkRange(range: HmmRange): MmStruct {
   const mm = range.notifier.mm;
   const { start, end } = range;
-  if (
-    !Number.isSafeInteger(start) ||
-    !Number.isSafeInteger(end) ||
-    start % PAGE_SIZE !== 0 ||
-    end % PAGE_SIZE !== 0 ||
-    end <= start
-  ) {
+  if (!isPageRange(start, end)) {
     throw new HmmError(
       'EINVAL',
       `hmm_range_fault: [${String(start)}, ${String(end)}) is not a non-empty page-aligned range`,

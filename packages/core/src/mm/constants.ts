@@ -92,6 +92,17 @@ export function pageAligned(n: number): boolean {
   return n % PAGE_SIZE === 0;
 }
 
+/** True if `[start, end)` is a non-empty range of whole pages with safe-integer bounds. */
+export function isPageRange(start: number, end: number): boolean {
+  return (
+    Number.isSafeInteger(start) &&
+    Number.isSafeInteger(end) &&
+    start % PAGE_SIZE === 0 &&
+    end % PAGE_SIZE === 0 &&
+    end > start
+  );
+}
+
 /** Rounds a length up to whole pages. */
 export function pageAlignUp(n: number): number {
   return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;

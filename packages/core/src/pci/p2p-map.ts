@@ -11,7 +11,7 @@
  * @module
  */
 import { HmmError, hex } from '../errors/errno.js';
-import { PAGE_SIZE } from '../mm/constants.js';
+import { PAGE_SIZE, isPageRange } from '../mm/constants.js';
 import type { MmStruct } from '../mm/mm-struct.js';
 import type { P2pImporterRef, P2pMapping, Vma, VmOperations } from '../mm/vma.js';
 import { P2pMapType } from './topology.js';
@@ -33,13 +33,7 @@ export async function p2pMap(
   write = false,
 ): Promise<P2pMapping> {
   const fn = 'p2p_map';
-  if (
-    !Number.isSafeInteger(start) ||
-    !Number.isSafeInteger(end) ||
-    start % PAGE_SIZE !== 0 ||
-    end % PAGE_SIZE !== 0 ||
-    end <= start
-  ) {
+  if (!isPageRange(start, end)) {
     throw new HmmError(
       'EINVAL',
       `${fn}: [${String(start)}, ${String(end)}) is not a non-empty page-aligned range`,

@@ -29,6 +29,8 @@ import {
   withDevices2,
 } from './common.js';
 import type { CaseFn } from './common.js';
+import type { TestDevice } from '../target.js';
+import type { Process } from '@hmm/core';
 
 /** The snapshot byte of a writable page in the memory of the device that takes the snapshot. */
 function localWrite(variant: Variant): number {
@@ -43,18 +45,27 @@ function bytes(n: number, byte: number): number[] {
   return new Array<number>(n).fill(byte);
 }
 
+/**
+ * Maps `npages` of private anonymous memory holding `int[i] = i`, migrates it all to the device and
+ * checks what MIGRATE_TO_DEV reports (cpages = npages, the data read back). Returns the address.
+ */
+async function migratedInts(p: Process, dev: TestDevice, npages: number): Promise<number> {
+  const a = await p.mmap({ length: npages * P, prot: RW, flags: PRIV_ANON });
+  await p.write(
+    a,
+    ints((npages * P) / 4, (i) => i),
+  );
+  const r = await command(dev, 'migrateToDevice')(a, npages);
+  checkEqual(r.cpages, npages, 'MIGRATE_TO_DEV cpages');
+  checkInts(r.data, (i) => i, 'what the device read back');
+  return a;
+}
+
 /** The migrate group's cases, by catalogue id. */
 export const MIGRATE_CASES: Readonly<Record<string, CaseFn>> = {
   'hmm.migrate': async (t, ctx) => {
     await withDevice(t, async ({ p, dev }) => {
-      const a = await p.mmap({ length: SIZE, prot: RW, flags: PRIV_ANON });
-      await p.write(
-        a,
-        ints(INTS, (i) => i),
-      );
-      const r = await command(dev, 'migrateToDevice')(a, NPAGES);
-      checkEqual(r.cpages, NPAGES, 'MIGRATE_TO_DEV cpages');
-      checkInts(r.data, (i) => i, 'what the device read back');
+      const a = await migratedInts(p, dev, NPAGES);
       checkEqual(
         Array.from(await dev.snapshot(a, NPAGES)),
         bytes(NPAGES, localWrite(ctx.variant)),
@@ -110,14 +121,7 @@ export const MIGRATE_CASES: Readonly<Record<string, CaseFn>> = {
 
   'hmm.migrate_release': async (t) => {
     await withDevice(t, async ({ p, dev }) => {
-      const a = await p.mmap({ length: SIZE, prot: RW, flags: PRIV_ANON });
-      await p.write(
-        a,
-        ints(INTS, (i) => i),
-      );
-      const r = await command(dev, 'migrateToDevice')(a, NPAGES);
-      checkEqual(r.cpages, NPAGES, 'MIGRATE_TO_DEV cpages');
-      checkInts(r.data, (i) => i, 'what the device read back');
+      const a = await migratedInts(p, dev, NPAGES);
       // Release device memory: everything is evicted to system memory.
       await command(dev, 'release')();
       checkEqual(
@@ -240,14 +244,7 @@ export const MIGRATE_CASES: Readonly<Record<string, CaseFn>> = {
     await withDevice(t, async ({ p, dev }) => {
       const npages = 4;
       const size = npages * P;
-      const a = await p.mmap({ length: size, prot: RW, flags: PRIV_ANON });
-      await p.write(
-        a,
-        ints(size / 4, (i) => i),
-      );
-      const r = await command(dev, 'migrateToDevice')(a, npages);
-      checkEqual(r.cpages, npages, 'MIGRATE_TO_DEV cpages');
-      checkInts(r.data, (i) => i, 'what the device read back');
+      const a = await migratedInts(p, dev, npages);
       // gup_test: GUP_BASIC_TEST, GUP_FAST_BENCHMARK (get, FOLL_WRITE), PIN_FAST_BENCHMARK with
       // FOLL_LONGTERM and PIN_LONGTERM_BENCHMARK (pin, FOLL_WRITE | FOLL_LONGTERM), one page each,
       // released at once.
@@ -273,13 +270,7 @@ export const MIGRATE_CASES: Readonly<Record<string, CaseFn>> = {
     await withDevice(t, async ({ p, dev }) => {
       const npages = 4;
       const size = npages * P;
-      const a = await p.mmap({ length: size, prot: RW, flags: PRIV_ANON });
-      await p.write(
-        a,
-        ints(size / 4, (i) => i),
-      );
-      const r = await command(dev, 'migrateToDevice')(a, npages);
-      checkEqual(r.cpages, npages, 'MIGRATE_TO_DEV cpages');
+      const a = await migratedInts(p, dev, npages);
       // The child idles until the parent kills it.
       const child = await p.fork();
       // The parent writes its COW pages and gets new copies in system memory (device-private

@@ -321,17 +321,13 @@ describe('races with a migration in flight', () => {
     const seen: string[] = [];
     m.sched.spawn('migrate', async () => {
       await p.mm.mmapLock.read();
-      const args: MigrateVma = {
+      const args = migrateVmaArgs({
         vma: p.mm.vmas.lookup(a)!,
         start: a,
         end: a + P,
-        src: new Float64Array(1),
-        dst: new Float64Array(1),
         pgmapOwner: owner,
         flags: MigrateVmaSelect.SYSTEM,
-        cpages: 0,
-        npages: 0,
-      };
+      });
       await migrateVmaSetup(args);
       seen.push(`setup ${entryType(m, p, a)}`);
       const d = drv.devmem.allocPage();
@@ -360,17 +356,13 @@ describe('races with a migration in flight', () => {
     const a = await filled(p, 2);
     m.sched.spawn('migrate', async () => {
       await p.mm.mmapLock.read();
-      const args: MigrateVma = {
+      const args = migrateVmaArgs({
         vma: p.mm.vmas.lookup(a)!,
         start: a,
         end: a + 2 * P,
-        src: new Float64Array(2),
-        dst: new Float64Array(2),
         pgmapOwner: drv.owner,
         flags: MigrateVmaSelect.SYSTEM,
-        cpages: 0,
-        npages: 0,
-      };
+      });
       await migrateVmaSetup(args);
       for (let i = 0; i < 2; i++) {
         const d = drv.devmem.allocPage();

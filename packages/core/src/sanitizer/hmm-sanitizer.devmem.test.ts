@@ -5,11 +5,11 @@ import {
   MigratePfn,
   MigrateVmaSelect,
   migratePfn,
+  migrateVmaArgs,
   migrateVmaFinalize,
   migrateVmaPages,
   migrateVmaSetup,
 } from '../mm/migrate-device.js';
-import type { MigrateVma } from '../mm/migrate-device.js';
 import { TestDevmemDriver } from '../testing/devmem-driver.js';
 import { ANON, P, RW, setup } from '../testing/fixtures.js';
 import { HmmSanitizer } from './hmm-sanitizer.js';
@@ -44,17 +44,13 @@ describe('sanitizer: device memory rules', () => {
     const a = await p.mmap({ length: P, prot: RW, flags: ANON });
     await p.fill(a, P, 7);
     await p.mm.mmapLock.read();
-    const args: MigrateVma = {
+    const args = migrateVmaArgs({
       vma: p.mm.vmas.lookup(a)!,
       start: a,
       end: a + P,
-      src: new Float64Array(1),
-      dst: new Float64Array(1),
       pgmapOwner: owner,
       flags: MigrateVmaSelect.SYSTEM,
-      cpages: 0,
-      npages: 0,
-    };
+    });
     await migrateVmaSetup(args);
     expect(args.src[0]! & MigratePfn.MIGRATE).toBe(MigratePfn.MIGRATE);
     args.dst[0] = migratePfn(devmem.allocPage()); // forgot to copy

@@ -11,8 +11,10 @@ import type { DriverCapability } from '@hmm/core';
 /**
  * A capability a case may require: a driver capability, or `two-devices` (the target can open a
  * second device of the same kind for the same process: `ConformanceTarget.open(p, { device: 1 })`,
- * what the kernel's `hmm2` fixture needs), `p2p-exporter` / `p2p-importer` (the target's
- * `ConformanceTarget.p2p` exports a device-file object and imports it through `p2p_map`).
+ * what the kernel's `hmm2` fixture needs), `p2p-exporter` (the target's `ConformanceTarget.p2p`
+ * exports a device-file object, which the p2p cases import through `p2p_map`), `p2p-importer` (it
+ * also imports, with `P2pTarget.createImporter`; without it the cases use the suite's reference
+ * importer).
  */
 export type Capability = DriverCapability | 'two-devices' | 'p2p-exporter' | 'p2p-importer';
 
@@ -70,7 +72,11 @@ const EXC: readonly Capability[] = ['mirror', 'exclusive'];
 const THP = 'transparent huge pages are not simulated yet';
 const HTLB = 'hugetlbfs is not simulated yet';
 
-const P2P: readonly Capability[] = ['p2p-exporter', 'p2p-importer'];
+/**
+ * The p2p cases need an exporter only: a driver without an importer of its own (no `p2p-importer`)
+ * is checked against the suite's reference importer.
+ */
+const P2P: readonly Capability[] = ['p2p-exporter'];
 /** The p2p cases do not depend on the device-memory variant: they run once. */
 const ONCE: readonly Variant[] = ['device-private'];
 /** The 2019 linux-mm RFC adding `p2p_map` / `p2p_unmap` to `vm_operations_struct`. */
@@ -90,7 +96,8 @@ function p2p(name: string, title: string, ref: string): CaseInfo {
 
 /**
  * The peer-to-peer cases (beyond the kernel's tests): an exporter's device-file object imported by
- * another device through `p2pMap`.
+ * another device through `p2pMap` (the driver's importer if it declares `p2p-importer`, else the
+ * suite's `ReferenceP2pImporter`).
  */
 export const P2P_CASES: readonly CaseInfo[] = [
   p2p(

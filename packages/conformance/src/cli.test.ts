@@ -28,7 +28,7 @@ describe('hmm-conformance list', () => {
     for (const c of parsed.cases) {
       if (c.id.startsWith('p2p.')) {
         expect(c.variants).toEqual(['device-private']);
-        expect(c.requires).toEqual(['p2p-exporter', 'p2p-importer']);
+        expect(c.requires).toEqual(['p2p-exporter']);
         expect(c.kernelRef).toMatch(/p2p_map/);
       } else expect(c.variants).toEqual(['device-private', 'device-coherent']);
     }

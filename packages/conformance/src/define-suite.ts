@@ -76,7 +76,10 @@ export function defineExclusiveGroup(
   describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('exclusive', factory, manifest, opts));
 }
 
-/** Registers the p2p group alone (a peer-to-peer exporter and importer; beyond the kernel's tests). */
+/**
+ * Registers the p2p group alone (a peer-to-peer exporter, imported by the driver's own importer or
+ * the suite's reference importer; beyond the kernel's tests).
+ */
 export function defineP2pGroup(
   factory: ConformanceFactory,
   manifest: ConformanceManifest,

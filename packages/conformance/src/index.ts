@@ -27,6 +27,12 @@ export type {
   SnapshotByteValue,
   TestDevice,
 } from './target.js';
+/**
+ * The suite's reference peer-to-peer importer (a device reaching an exporter's device-file mapping
+ * through `p2pMap` under the interval-notifier sequence protocol). The p2p cases use it for
+ * exporter-only drivers; a driver may reuse it in its own tests as the importer side.
+ */
+export { ReferenceP2pImporter } from './reference/p2p-importer.js';
 export { ConformanceFailure, check, checkEqual, checkRejects, withSeed } from './assert.js';
 export type { FailureLocation } from './assert.js';
 export {

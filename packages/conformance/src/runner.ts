@@ -15,7 +15,9 @@ import type { Capability, CaseInfo, Variant } from './catalog.js';
 import { ConformanceFailure } from './assert.js';
 import { IMPLEMENTATIONS, groupOf } from './cases/index.js';
 import type { CaseFn, GroupName } from './cases/index.js';
-import type { ConformanceFactory, ConformanceManifest, ConformanceTarget } from './target.js';
+import { setImporterWatch } from './reference/watch.js';
+import type { ImporterWatch } from './reference/watch.js';
+import type { ConformanceFactory, ConformanceManifest, ConformanceTarget, P2pTarget } from './target.js';
 
 /** Default first seed of every case. */
 export const DEFAULT_SEED = 1;
@@ -126,6 +128,31 @@ export async function runPlannedCase(
     const san = new HmmSanitizer(made.machine.mm, 'record');
     sanitizers.push(san);
     const p2p = made.p2p;
+    // Importers are watched too: a stale peer mapping or a frame outside the BAR is a violation.
+    const watchImporter: ImporterWatch = (imp, process) => {
+      const b = imp.binding;
+      if (b !== undefined) san.watch(b.device, b.asid, process.mm, null);
+    };
+    let wrapped: P2pTarget | undefined;
+    if (p2p !== undefined) {
+      const createImporter = p2p.createImporter?.bind(p2p);
+      wrapped = {
+        topology: p2p.topology,
+        ...(p2p.exporterEndpoint === undefined ? {} : { exporterEndpoint: p2p.exporterEndpoint }),
+        createExporter: (pages) => p2p.createExporter(pages),
+        // Left out when the driver has no importer: the case then uses the reference importer.
+        ...(createImporter === undefined
+          ? {}
+          : {
+              createImporter: async (process, addr, pages, position) => {
+                const imp = await createImporter(process, addr, pages, position);
+                watchImporter(imp, process);
+                return imp;
+              },
+            }),
+      };
+      setImporterWatch(wrapped, watchImporter);
+    }
     const t: ConformanceTarget = {
       ...made,
       open: async (process, o) => {
@@ -134,21 +161,7 @@ export async function runPlannedCase(
         if (b !== undefined) san.watch(b.device, b.asid, process.mm, b.owner ?? null);
         return dev;
       },
-      // Importers are watched too: a stale peer mapping or a frame outside the BAR is a violation.
-      ...(p2p === undefined
-        ? {}
-        : {
-            p2p: {
-              topology: p2p.topology,
-              createExporter: (pages) => p2p.createExporter(pages),
-              createImporter: async (process, addr, pages, position) => {
-                const imp = await p2p.createImporter(process, addr, pages, position);
-                const b = imp.binding;
-                if (b !== undefined) san.watch(b.device, b.asid, process.mm, null);
-                return imp;
-              },
-            },
-          }),
+      ...(wrapped === undefined ? {} : { p2p: wrapped }),
     };
     targets.push(t);
     return t;

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Machine, P2pMapTypeId, PciTopology, Process, SimDevice } from '@hmm/core';
+import type { Machine, P2pMapTypeId, PciEndpoint, PciTopology, Process, SimDevice } from '@hmm/core';
 import type { Capability, Variant } from './catalog.js';
 
 /**
@@ -135,8 +135,8 @@ export interface ConformanceTarget {
    */
   open(process: Process, opts?: OpenOptions): Promise<TestDevice>;
   /**
-   * Peer-to-peer exporter and importer of the driver (needed by the cases that require the
-   * `p2p-exporter` and `p2p-importer` capabilities).
+   * Peer-to-peer side of the driver (needed by the cases that require the `p2p-exporter`
+   * capability): its exporter, and its importer if it declares `p2p-importer`.
    */
   readonly p2p?: P2pTarget;
   /** Called once after the case, passed or failed. */
@@ -214,17 +214,30 @@ export interface P2pImporterHandle {
   readonly binding?: { readonly device: SimDevice; readonly asid: number };
 }
 
-/** What the peer-to-peer cases need of a target. */
+/**
+ * What the peer-to-peer cases need of a target. An exporter-only driver (`p2p-exporter` without
+ * `p2p-importer`) leaves out {@link createImporter} and gives {@link exporterEndpoint}: the cases
+ * then import through the suite's `ReferenceP2pImporter`, placed on {@link topology} next to the
+ * exporter (`'peer'`: a new device below the exporter's switch) or far from it (`'no-peer-path'`: a
+ * new device below a new host bridge that forwards no peer traffic). A driver declaring
+ * `p2p-importer` must supply {@link createImporter}; the cases fail otherwise.
+ */
 export interface P2pTarget {
   /** The PCI topology the exporter and importers sit in. */
   readonly topology: PciTopology;
+  /**
+   * The exporter's device on {@link topology} (needed without {@link createImporter}: the
+   * reference importers are placed relative to it; for `'peer'` its parent must be a switch).
+   */
+  readonly exporterEndpoint?: PciEndpoint;
   /** Creates an exporter of an object of `pages` pages (in system memory at first). */
   createExporter(pages: number): Promise<P2pExporterHandle>;
   /**
-   * Creates an importer at `position` relative to the exporter, bound to `process` and the
-   * `pages` pages at `addr` (a mapping of the exporter's device file).
+   * The driver's importer (drivers declaring `p2p-importer`): creates one at `position` relative to
+   * the exporter, bound to `process` and the `pages` pages at `addr` (a mapping of the exporter's
+   * device file).
    */
-  createImporter(
+  createImporter?(
     process: Process,
     addr: number,
     pages: number,

@@ -1,7 +1,7 @@
 /**
  * The case groups and their implementations. A case belongs to the group of what it requires:
  * `mirror` (a mirror only), `migrate` (device memory), `exclusive` (exclusive access), `p2p`
- * (a peer-to-peer exporter and importer). Cases of the
+ * (a peer-to-peer exporter). Cases of the
  * catalogue without an implementation in this version are still planned, and reported as skipped.
  *
  * @module

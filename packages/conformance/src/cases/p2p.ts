@@ -5,32 +5,129 @@
  * proposal). The cases check the data byte for byte, the mapping type (BUS_ADDR through the BAR,
  * NOT_SUPPORTED for the system-memory fallback), revocation by `zapVmaPtes` and both teardowns.
  *
+ * They need only the `p2p-exporter` capability: a driver that also declares `p2p-importer` imports
+ * through its own `P2pTarget.createImporter`; an exporter-only driver is checked against the suite's
+ * {@link ReferenceP2pImporter}, placed on the target's topology relative to `P2pTarget.exporterEndpoint`.
+ *
  * @module
  */
 import { P2pMapType, isHmmError, zapVmaPtes } from '@hmm/core';
-import type { Machine, Process } from '@hmm/core';
+import type { Machine, PciEndpoint, PciSwitch, PciTopology, Process } from '@hmm/core';
+import type { Capability } from '../catalog.js';
 import { ConformanceFailure, check, checkEqual } from '../assert.js';
+import { ReferenceP2pImporter } from '../reference/p2p-importer.js';
+import { importerWatchOf } from '../reference/watch.js';
 import type {
   ConformanceTarget,
   P2pExporterHandle,
   P2pImporterHandle,
   P2pPlace,
+  P2pPosition,
   P2pTarget,
 } from '../target.js';
 import { P } from './common.js';
-import type { CaseFn } from './common.js';
+import type { CaseContext, CaseFn } from './common.js';
 
 /** Pages of the exported object (a transfer of all of them takes a while on the bus). */
 const PAGES = 32;
 
-/** The target's p2p side, or a failure: the driver declared the p2p capabilities. */
+/** The target's p2p side, or a failure: the driver declared the p2p capability. */
 function p2pOf(t: ConformanceTarget): P2pTarget {
   if (t.p2p === undefined) {
-    throw new ConformanceFailure(
-      'the driver declares p2p-exporter and p2p-importer, so its target has a p2p member',
-    );
+    throw new ConformanceFailure('the driver declares p2p-exporter, so its target has a p2p member');
   }
   return t.p2p;
+}
+
+/** Creates an importer of `pages` pages at `addr` of `process`, at `position`. */
+type CreateImporter = (
+  process: Process,
+  addr: number,
+  pages: number,
+  position: P2pPosition,
+) => Promise<P2pImporterHandle>;
+
+/** Reference importer endpoints already added, by exporter endpoint and position. */
+const referenceEndpoints = new WeakMap<PciEndpoint, Map<P2pPosition, PciEndpoint>>();
+
+/**
+ * The device of a reference importer at `position` relative to `exporter` on `topology`, added on
+ * first use and reused after (one per exporter and position): `'peer'` below the exporter's
+ * switch, `'no-peer-path'` below a switch of a new host bridge that forwards no peer traffic.
+ */
+function referenceEndpoint(topology: PciTopology, exporter: PciEndpoint, position: P2pPosition): PciEndpoint {
+  let byPosition = referenceEndpoints.get(exporter);
+  if (byPosition === undefined) {
+    byPosition = new Map();
+    referenceEndpoints.set(exporter, byPosition);
+  }
+  const known = byPosition.get(position);
+  if (known !== undefined) return known;
+  let ep: PciEndpoint;
+  try {
+    if (position === 'peer') {
+      const parent = exporter.parent;
+      if (parent === null || parent.kind !== 'switch') {
+        throw new ConformanceFailure(
+          `P2pTarget.exporterEndpoint '${exporter.name}' sits below a switch, so that a reference ` +
+            `importer next to it reaches its BAR by bus address (its parent is ${
+              parent === null ? 'none' : `${parent.kind} '${parent.name}'`
+            })`,
+        );
+      }
+      ep = topology.addEndpoint('conformance-peer-importer', parent as PciSwitch);
+    } else {
+      const bridge = topology.addHostBridge('conformance-hb-nop2p', 'none');
+      ep = topology.addEndpoint('conformance-far-importer', topology.addSwitch('conformance-rp', bridge));
+    }
+  } catch (e) {
+    if (e instanceof ConformanceFailure) throw e;
+    throw new ConformanceFailure(
+      `P2pTarget.exporterEndpoint is a device of P2pTarget.topology (placing a reference importer failed: ${
+        e instanceof Error ? e.message : String(e)
+      })`,
+      {},
+      { cause: e },
+    );
+  }
+  byPosition.set(position, ep);
+  return ep;
+}
+
+/**
+ * How the case creates importers: the driver's `createImporter`, or, for an exporter-only driver,
+ * a {@link ReferenceP2pImporter} next to `exporterEndpoint` (watched by the runner's sanitizer).
+ * Fails if the driver declares `p2p-importer` without `createImporter`, or supplies neither
+ * `createImporter` nor `exporterEndpoint`.
+ */
+function importerFactoryOf(
+  t: ConformanceTarget,
+  p2p: P2pTarget,
+  capabilities: readonly Capability[],
+): CreateImporter {
+  if (p2p.createImporter !== undefined) {
+    return (process, addr, pages, position) => p2p.createImporter!(process, addr, pages, position);
+  }
+  if (capabilities.includes('p2p-importer')) {
+    throw new ConformanceFailure(
+      'the driver declares p2p-importer, so its P2pTarget supplies createImporter (it has none; ' +
+        "an exporter-only driver leaves p2p-importer out and the cases use the suite's reference importer)",
+    );
+  }
+  const exporter = p2p.exporterEndpoint;
+  if (exporter === undefined) {
+    throw new ConformanceFailure(
+      'a P2pTarget without createImporter gives exporterEndpoint (the exporter on its topology, next ' +
+        'to which the reference importer is placed): the target has neither createImporter nor exporterEndpoint',
+    );
+  }
+  const watch = importerWatchOf(p2p);
+  return async (process, addr, pages, position) => {
+    const ep = referenceEndpoint(p2p.topology, exporter, position);
+    const imp = new ReferenceP2pImporter(t.machine, p2p.topology, ep, process, addr, pages);
+    watch?.(imp, process);
+    return imp;
+  };
 }
 
 /** `len` bytes of a pattern that differs with `salt`. */
@@ -84,9 +181,14 @@ interface P2pFixture {
  * pattern through the CPU mapping; runs `body` in a task (which closes its importers); then
  * tears the exporter down, unmaps, and checks no device frame is left and the machine is consistent.
  */
-async function withP2p(t: ConformanceTarget, body: (f: P2pFixture) => Promise<void>): Promise<void> {
+async function withP2p(
+  t: ConformanceTarget,
+  ctx: CaseContext,
+  body: (f: P2pFixture) => Promise<void>,
+): Promise<void> {
   const m = t.machine;
   const p2p = p2pOf(t);
+  const createImporter = importerFactoryOf(t, p2p, ctx.capabilities);
   await m.sched.runTask('p2p-tests', async () => {
     const p = m.createProcess('p2p-tests');
     const exp = await p2p.createExporter(PAGES);
@@ -105,7 +207,7 @@ async function withP2p(t: ConformanceTarget, body: (f: P2pFixture) => Promise<vo
       a,
       data,
       importer: async (position = 'peer') => {
-        const imp = await p2p.createImporter(p, a, PAGES, position);
+        const imp = await createImporter(p, a, PAGES, position);
         importers.push(imp);
         return imp;
       },
@@ -143,8 +245,8 @@ async function withP2p(t: ConformanceTarget, body: (f: P2pFixture) => Promise<vo
 
 /** The p2p group's cases, by catalogue id. */
 export const P2P_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
-  'p2p.map_read': async (t) => {
-    await withP2p(t, async ({ exp, a, data, importer }) => {
+  'p2p.map_read': async (t, ctx) => {
+    await withP2p(t, ctx, async ({ exp, a, data, importer }) => {
       const imp = await importer('peer');
       checkBytes(await imp.read(a, PAGES * P), data, 'importer read of the whole object');
       checkType(imp, P2pMapType.BUS_ADDR, "importer below the exporter's switch");
@@ -159,8 +261,8 @@ export const P2P_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     });
   },
 
-  'p2p.bar_exhausted_fallback': async (t) => {
-    await withP2p(t, async ({ exp, a, data, importer }) => {
+  'p2p.bar_exhausted_fallback': async (t, ctx) => {
+    await withP2p(t, ctx, async ({ exp, a, data, importer }) => {
       exp.exhaustBar();
       const imp = await importer('peer');
       checkBytes(await imp.read(a, PAGES * P), data, 'importer read with the BAR full');
@@ -175,8 +277,8 @@ export const P2P_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     });
   },
 
-  'p2p.topology_fallback': async (t) => {
-    await withP2p(t, async ({ exp, a, data, importer }) => {
+  'p2p.topology_fallback': async (t, ctx) => {
+    await withP2p(t, ctx, async ({ exp, a, data, importer }) => {
       const imp = await importer('no-peer-path');
       checkBytes(await imp.read(a, PAGES * P), data, 'importer read without a peer path');
       checkType(imp, P2pMapType.NOT_SUPPORTED, 'importer without a peer path');
@@ -192,8 +294,8 @@ export const P2P_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     });
   },
 
-  'p2p.zap_mid_transfer': async (t) => {
-    await withP2p(t, async ({ m, p, exp, a, data, importer }) => {
+  'p2p.zap_mid_transfer': async (t, ctx) => {
+    await withP2p(t, ctx, async ({ m, p, exp, a, data, importer }) => {
       const imp = await importer('peer');
       let done = false;
       let got: Uint8Array | null = null;
@@ -234,8 +336,8 @@ export const P2P_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     });
   },
 
-  'p2p.exporter_moves': async (t) => {
-    await withP2p(t, async ({ m, exp, a, data, importer }) => {
+  'p2p.exporter_moves': async (t, ctx) => {
+    await withP2p(t, ctx, async ({ m, exp, a, data, importer }) => {
       const imp = await importer('peer');
       const reads: string[] = [];
       let moves = 0;
@@ -265,8 +367,8 @@ export const P2P_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     });
   },
 
-  'p2p.importer_teardown': async (t) => {
-    await withP2p(t, async ({ a, data, importer, teardownExporter }) => {
+  'p2p.importer_teardown': async (t, ctx) => {
+    await withP2p(t, ctx, async ({ a, data, importer, teardownExporter }) => {
       const imp = await importer('peer');
       checkBytes(await imp.read(a, PAGES * P), data, 'importer read');
       checkType(imp, P2pMapType.BUS_ADDR, 'before the importer teardown');
@@ -277,8 +379,8 @@ export const P2P_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     });
   },
 
-  'p2p.exporter_teardown': async (t) => {
-    await withP2p(t, async ({ exp, a, data, importer, teardownExporter }) => {
+  'p2p.exporter_teardown': async (t, ctx) => {
+    await withP2p(t, ctx, async ({ exp, a, data, importer, teardownExporter }) => {
       const one = await importer('peer');
       const two = await importer('peer');
       checkBytes(await one.read(a, PAGES * P), data, 'first importer read');

@@ -369,6 +369,47 @@ export class SimDevice implements CommandQueueHost {
     return this.access(asid, addr, 4, 'atomic', delta);
   }
 
+  /**
+   * Translation for an engine of this device that handles its own faults (a GPU's SMs, which
+   * batch faults into a fault buffer instead of calling the fault handler page by page): the frame
+   * of `vpn` if the entry of `asid` grants `kind`, else -1. Counts nothing; pair it with
+   * {@link noteAccess} for every page the engine then touches.
+   */
+  translate(asid: number, vpn: number, kind: DeviceAccessKind): number {
+    const need = kind === 'read' ? DevPerm.READ : kind === 'write' ? DevPerm.WRITE : DevPerm.ATOMIC;
+    return this.#lookup(asid, vpn, need) ?? -1;
+  }
+
+  /**
+   * Records that an engine accessed `bytes` of page `vpn` of `asid` through frame `pfn` (found by
+   * {@link translate} after the last fault): runs the access observers (a sanitizer may throw to
+   * fail the access) and counts the page and bytes. ENODEV once the device is removed.
+   */
+  noteAccess(asid: number, vpn: number, pfn: number, kind: DeviceAccessKind, bytes: number): void {
+    if (this.#removed) {
+      throw new HmmError('ENODEV', `device ${this.name}: ${kind} access after the device was removed`);
+    }
+    this.#touch(asid, vpn, pfn, kind);
+    if (kind === 'read') this.#bytesRead += bytes;
+    else if (kind === 'write') this.#bytesWritten += bytes;
+    else this.#atomics++;
+  }
+
+  /**
+   * Records a fault an engine raised itself (written to its fault buffer): counts it and emits
+   * `device.fault`, as a fault of {@link access} does. `attempt` counts faults of this page within
+   * one engine access, from 1.
+   */
+  noteFault(asid: number, address: number, kind: DeviceAccessKind, attempt = 1): void {
+    this.#faults++;
+    this.#traceFault(asid, address, kind, attempt, true);
+  }
+
+  /** Counts one engine access call (a GPU job's block) in {@link stats}. */
+  noteAccessCall(): void {
+    this.#accesses++;
+  }
+
   /** A snapshot of the device's counters. */
   stats(): DeviceStats {
     return {

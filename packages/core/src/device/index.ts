@@ -33,4 +33,13 @@ export type {
 export { CopyEngine } from './copy-engine.js';
 export type { CopyPage, CopyDirection, CopyResult, CopyEngineOptions } from './copy-engine.js';
 export { HmmDevmem } from './hmm-devmem.js';
+export {
+  FaultBuffer,
+  FaultBatch,
+  FaultAccess,
+  FAULT_ACCESS_NAMES,
+  FAULT_BUFFER_DEFAULT_ENTRIES,
+  FAULT_INSTANCE_MAX,
+} from './fault-buffer.js';
+export type { FaultAccessId, FaultBufferOptions, FaultBufferStats } from './fault-buffer.js';
 export type { HmmDevmemOps, HmmDevmemOptions, EvictCopy } from './hmm-devmem.js';

@@ -108,6 +108,17 @@ export class PageStore {
     return chunk;
   }
 
+  /**
+   * Page `i`'s 4 KiB in place, materialised (zero-filled if it held no data): for engines that
+   * compute on frames directly, such as a GPU kernel over VRAM. The view is only valid until the
+   * page is cleared (freed); do not keep it across a yield.
+   */
+  view(i: number): Uint8Array {
+    const chunk = this.materialise(i);
+    const base = (i & (PAGES_PER_CHUNK - 1)) * PAGE_SIZE;
+    return chunk.subarray(base, base + PAGE_SIZE);
+  }
+
   /** Copies `len` bytes of page `i` from `off` into `dst` at `dstOff`; absent data reads as zeros. */
   read(i: number, off: number, dst: Uint8Array, dstOff: number, len: number): void {
     if (i < this.has.length && this.has[i] === 1) {

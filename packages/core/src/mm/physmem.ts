@@ -273,13 +273,18 @@ export class PhysMem {
   }
 }
 
-/** A copy of `a` of length `n`, new elements set to `fill`. */
+/** `a`, or a copy with room for at least `n` elements (new elements set to `fill`). */
 function grow(
   a: Int32Array | Uint16Array | Uint32Array,
   n: number,
   fill = 0,
 ): Int32Array | Uint16Array | Uint32Array {
-  const b = new (a.constructor as new (n: number) => typeof a)(n);
+  if (a.length >= n) return a;
+  // Geometric growth: a driver that maps its memory chunk by chunk (nouveau's 2 MiB chunks) must
+  // not copy the whole frame table per chunk. Slots past `nrFrames` stay unused until an arena
+  // covers them.
+  const cap = Math.min(0x7fffffff, Math.max(n, Math.ceil(a.length * 1.5)));
+  const b = new (a.constructor as new (n: number) => typeof a)(cap);
   b.set(a);
   if (fill !== 0) b.fill(fill, a.length);
   return b;

@@ -1,0 +1,27 @@
+/**
+ * `@hmm/driver-nouveau`: the reference GPU driver of the HMM SDK, modelled on nouveau's SVM
+ * (`drivers/gpu/drm/nouveau/nouveau_svm.c`, `nouveau_dmem.c`): replayable faults through a fault
+ * buffer, device-private VRAM in 2 MiB chunks, atomics through device-exclusive entries, VRAM
+ * exported to peers through a BAR, GPU jobs over malloc'd memory, and a UVM-style policy.
+ *
+ * @packageDocumentation
+ */
+export {
+  NouveauGpu,
+  NouveauChannel,
+  NOUVEAU_DEFAULT_VRAM_BYTES,
+  NOUVEAU_DEFAULT_VRAM_GBS,
+  NOUVEAU_DEFAULT_BAR_BYTES,
+  NOUVEAU_DEFAULT_BLOCKS_IN_FLIGHT,
+} from './gpu.js';
+export type { NouveauGpuOptions } from './gpu.js';
+export { NouveauSvm } from './svm.js';
+export type { NouveauSvmOptions, SvmStats } from './svm.js';
+export { NouveauSvmm } from './svmm.js';
+export type { SvmInitOptions, SvmmStats } from './svmm.js';
+export { NouveauDmem, NOUVEAU_DMEM_CHUNK_BYTES, NOUVEAU_MIGRATE_BATCH_PAGES } from './dmem.js';
+export type { DmemClients, MigrateResult } from './dmem.js';
+export { nouveauPolicy } from './policy.js';
+export type { FaultPolicy, PolicyFault } from './policy.js';
+export { runJob, JOB_MAX_ATOMIC_PAGES } from './job.js';
+export type { GpuKernel, JobArg, JobArgAccess, JobBlock, JobResult } from './job.js';

@@ -289,6 +289,84 @@ export class NouveauDmem {
   }
 
   /**
+   * Moves this VRAM's pages of `[start, end)` of `mm` back to system memory (`migrate_vma_*`
+   * selecting this owner's device-private pages, in batches of {@link NOUVEAU_MIGRATE_BATCH_PAGES}
+   * per VMA); the caller holds the mmap lock for read. nouveau has no ioctl for it (the conformance
+   * suite's MIGRATE_TO_SYS uses it). Resolves to the pages moved. EFAULT for a hole, ENOMEM when RAM
+   * runs out, EIO when a copy fails.
+   */
+  async migrateRangeToRam(mm: MmStruct, start: number, end: number): Promise<number> {
+    let moved = 0;
+    for (let addr = start; addr < end;) {
+      const vma = mm.vmas.lookup(addr);
+      if (vma === undefined) {
+        throw new HmmError('EFAULT', `${this.gpu.name}: migrate to RAM: no mapping at ${hex(addr)}`, {
+          address: addr,
+        });
+      }
+      const vend = Math.min(end, vma.end);
+      for (let b = addr; b < vend; b += NOUVEAU_MIGRATE_BATCH_PAGES * PAGE_SIZE) {
+        moved += await this.#batchToRam(vma, b, Math.min(vend, b + NOUVEAU_MIGRATE_BATCH_PAGES * PAGE_SIZE));
+      }
+      addr = vend;
+    }
+    return moved;
+  }
+
+  async #batchToRam(vma: Vma, start: number, end: number): Promise<number> {
+    const ctx = this.gpu.machine.mm;
+    const args = migrateVmaArgs({
+      vma,
+      start,
+      end,
+      pgmapOwner: this.owner,
+      flags: MigrateVmaSelect.DEVICE_PRIVATE,
+    });
+    await migrateVmaSetup(args);
+    const allocated: number[] = [];
+    try {
+      const idx: number[] = [];
+      for (let i = 0; i < args.npages; i++) {
+        const s = migratePfnToPfn(args.src[i]!);
+        if ((args.src[i]! & MigratePfn.MIGRATE) !== 0 && s >= 0 && this.owns(s)) idx.push(i);
+      }
+      if (idx.length === 0) return 0;
+      await this.#clients?.unmap(vma.mm, start, end);
+      for (let k = 0; k < idx.length; k++) {
+        const d = await ctx.allocPage();
+        ctx.mem.flags[d]! |= PG.LOCKED;
+        allocated.push(d);
+      }
+      const store = ctx.mem.content;
+      const r = await this.gpu.copyEngine.copy(
+        idx.map((i) => ({ store, index: migratePfnToPfn(args.src[i]!) })),
+        allocated.map((index) => ({ store, index })),
+        'd2h',
+      );
+      if (r.copied !== idx.length) {
+        throw new HmmError(
+          'EIO',
+          `${this.gpu.name}: copy of [${hex(start)}, ${hex(end)}) back to RAM failed after ${r.copied} of ${idx.length} pages: ${r.error?.message ?? 'no page arrived'}`,
+          { address: start },
+        );
+      }
+      idx.forEach((i, k) => {
+        args.dst[i] = migratePfn(allocated[k]!) | (args.src[i]! & MigratePfn.WRITE);
+      });
+      allocated.length = 0;
+      await migrateVmaPages(args);
+      const vpns: number[] = [];
+      for (const i of idx) if ((args.src[i]! & MigratePfn.MIGRATE) !== 0) vpns.push(start / PAGE_SIZE + i);
+      this.toRam += vpns.length;
+      this.onMigrated?.(vma.mm, vpns, false);
+      return vpns.length;
+    } finally {
+      for (const d of allocated) releaseLocked(ctx, d);
+      migrateVmaFinalize(args);
+    }
+  }
+
+  /**
    * Teardown eviction (`nouveau_dmem_evict_chunk` for every chunk, with `migrate_device_range`):
    * every VRAM page goes back to system memory through the copy engine and the chunks are unmapped.
    * EBUSY, naming the frames, if a page could not be evicted.

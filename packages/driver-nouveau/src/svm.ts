@@ -73,6 +73,8 @@ export class NouveauSvm {
     this.owner = opts.owner ?? this;
     this.policy = opts.policy ?? nouveauPolicy();
     this.dmem = new NouveauDmem(gpu, this.owner);
+    // Attached before the batch is sized: a policy may size it from the machine's cost model.
+    this.policy.attach?.(this);
     const cap = Math.min(
       gpu.faults.entries,
       this.policy.batchSize > 0 ? this.policy.batchSize : gpu.faults.entries,
@@ -84,7 +86,6 @@ export class NouveauSvm {
       generation: (mm) => this.#generation(mm),
       mapMigrated: (mm, gen, vpns, pfns, writable) => this.#mapMigrated(mm, gen, vpns, pfns, writable),
     });
-    this.policy.attach?.(this);
   }
 
   /** Counters. */
@@ -247,6 +248,7 @@ export class NouveauSvm {
       }
     }
     // Flush the PTE writes, one TLB invalidate, then replay.
+    for (const svmm of this.#clients) svmm.flushPtes();
     if (!gpu.device.removed) {
       await gpu.device.queue.submit({ op: 'nop' }).wait();
       await sched.sleep(gpu.machine.cost.notifier.deviceTlbInvalNs);

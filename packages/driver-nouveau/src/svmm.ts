@@ -81,6 +81,9 @@ export class NouveauSvmm {
   readonly unmanagedStart: number;
   readonly unmanagedEnd: number;
   readonly #channels = new Set<NouveauChannel>();
+  readonly #pendVpns: number[] = [];
+  readonly #pendPfns: number[] = [];
+  readonly #pendPerms: number[] = [];
   #closed = false;
   #served = 0;
   #retries = 0;
@@ -177,10 +180,15 @@ export class NouveauSvmm {
     }
   }
 
-  /** PFNCLR: clears the GPU PTEs of `[start, end)` and waits for the command (and its TLB invalidate). */
+  /**
+   * PFNCLR: clears the GPU PTEs of `[start, end)` and waits for the command (and its TLB
+   * invalidate). Call it under {@link mutex}: PTE writes still pending are queued first, so the
+   * clear lands after them.
+   */
   async pfnClear(start: number, end: number): Promise<void> {
     const dev = this.svm.gpu.device;
     if (dev.removed) return;
+    this.flushPtes();
     await dev.queue
       .submit({
         op: 'unmap',
@@ -192,16 +200,39 @@ export class NouveauSvmm {
   }
 
   /**
-   * PFNMAP of one page, under {@link mutex}: queued, not awaited. Commands complete in order, so an
-   * invalidation's PFNCLR, which needs the mutex and is queued later, always wins.
+   * PFNMAP of one page, under {@link mutex}. The write is batched: it reaches the GPU's queue at
+   * {@link flushPtes} (end of the fault batch) or before any PFNCLR, whichever comes first, so an
+   * invalidation, which needs the mutex, always clears after it. (nouveau pushes each PFNMAP at
+   * once; batching them changes no ordering the driver relies on, only the number of commands.)
    */
   mapPte(vpn: number, pfn: number, perm: number): void {
-    this.svm.gpu.device.queue.submit({ op: 'map', asid: this.asid, vpns: [vpn], pfns: [pfn], perms: [perm] });
+    this.#pendVpns.push(vpn);
+    this.#pendPfns.push(pfn);
+    this.#pendPerms.push(perm);
   }
 
-  /** PFNMAP of several pages (migrated VRAM pages), queued as one command. */
+  /** PFNMAP of several pages (migrated VRAM pages), queued as one command after any pending writes. */
   mapPtes(vpns: readonly number[], pfns: readonly number[], perms: readonly number[]): void {
+    this.flushPtes();
     this.svm.gpu.device.queue.submit({ op: 'map', asid: this.asid, vpns, pfns, perms });
+  }
+
+  /** Queues the pending PTE writes as one map command (a no-op when none are pending). */
+  flushPtes(): void {
+    if (this.#pendVpns.length === 0) return;
+    const dev = this.svm.gpu.device;
+    if (!dev.removed && !this.#closed) {
+      dev.queue.submit({
+        op: 'map',
+        asid: this.asid,
+        vpns: this.#pendVpns,
+        pfns: this.#pendPfns,
+        perms: this.#pendPerms,
+      });
+    }
+    this.#pendVpns.length = 0;
+    this.#pendPfns.length = 0;
+    this.#pendPerms.length = 0;
   }
 
   /** Per-fault notifier ops (`nouveau_svm_range_invalidate`). */

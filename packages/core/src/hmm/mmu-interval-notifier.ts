@@ -29,6 +29,8 @@ import type { MmuNotifierHooks, MmuNotifierRange } from '../mm/mmu-notifier-hook
 import { NOTIFY_EVENT_NAMES, NotifyEvent } from '../mm/mmu-notifier-hooks.js';
 import { WaitQueue } from '../sim/wait.js';
 
+const RESOLVED: Promise<void> = Promise.resolve();
+
 /** A driver's callbacks for one interval (`struct mmu_interval_notifier_ops`). */
 export interface MmuIntervalNotifierOps {
   /**
@@ -228,22 +230,24 @@ export class MmuNotifierSubscriptions implements MmuNotifierHooks {
     }
   }
 
-  /** @internal */
-  async remove(sub: MmuIntervalNotifier): Promise<void> {
+  /** @internal Resolves at once (no promise machinery) when no invalidation runs. */
+  remove(sub: MmuIntervalNotifier): Promise<void> {
     if (sub.removed) {
-      throw new HmmError('EINVAL', `interval notifier [${hex(sub.start)}-${hex(sub.end)}) removed twice`, {
-        kernelRef: 'mm/mmu_notifier.c:mmu_interval_notifier_remove',
-      });
+      return Promise.reject(
+        new HmmError('EINVAL', `interval notifier [${hex(sub.start)}-${hex(sub.end)}) removed twice`, {
+          kernelRef: 'mm/mmu_notifier.c:mmu_interval_notifier_remove',
+        }),
+      );
     }
     sub.removed = true;
     if (this.activeInvalidateRanges > 0 && this.invalidating) {
       const seq = this.invalidateSeq;
       this.deferred.push({ sub, insert: false });
       // Wait for the running invalidation: no callback can reach the driver after we return.
-      await this.wq.waitUntil(() => this.invalidateSeq !== seq, 'mmu_interval_notifier_remove');
-    } else {
-      this.unlinkNow(sub);
+      return this.wq.waitUntil(() => this.invalidateSeq !== seq, 'mmu_interval_notifier_remove');
     }
+    this.unlinkNow(sub);
+    return RESOLVED;
   }
 
   private unlinkNow(sub: MmuIntervalNotifier): void {
@@ -287,21 +291,19 @@ export function mmuIntervalNotifierInsert(
  * returns, no callback of `sub` runs again. EINVAL if removed twice. Must not be called from the
  * subscription's own invalidate callback (it would wait for itself).
  */
-export async function mmuIntervalNotifierRemove(sub: MmuIntervalNotifier): Promise<void> {
-  await MmuNotifierSubscriptions.of(sub.mm).remove(sub);
+export function mmuIntervalNotifierRemove(sub: MmuIntervalNotifier): Promise<void> {
+  return MmuNotifierSubscriptions.of(sub.mm).remove(sub);
 }
 
 /**
  * Starts a read section (`mmu_interval_read_begin`): returns the sequence to pass to
  * {@link mmuIntervalReadRetry}, first sleeping until a running invalidation of this interval ends.
  */
-export async function mmuIntervalReadBegin(sub: MmuIntervalNotifier): Promise<number> {
+export function mmuIntervalReadBegin(sub: MmuIntervalNotifier): Promise<number> {
   const subs = MmuNotifierSubscriptions.of(sub.mm);
   const seq = sub.invalidateSeq;
-  if (seq === subs.invalidateSeq) {
-    await subs.wq.waitUntil(() => subs.invalidateSeq !== seq, 'mmu_interval_read_begin');
-  }
-  return seq;
+  if (seq !== subs.invalidateSeq) return Promise.resolve(seq);
+  return subs.wq.waitUntil(() => subs.invalidateSeq !== seq, 'mmu_interval_read_begin').then(() => seq);
 }
 
 /**

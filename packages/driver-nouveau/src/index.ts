@@ -25,3 +25,36 @@ export { nouveauPolicy } from './policy.js';
 export type { FaultPolicy, PolicyFault } from './policy.js';
 export { runJob, JOB_MAX_ATOMIC_PAGES } from './job.js';
 export type { GpuKernel, JobArg, JobArgAccess, JobBlock, JobResult } from './job.js';
+export {
+  NouveauBar,
+  NouveauBarObject,
+  NouveauBarExporter,
+  nouveauP2pTarget,
+  nouveauTopology,
+} from './bar.js';
+export type { NouveauBarPlace, NouveauP2pTargetOptions, NouveauTopology } from './bar.js';
+export {
+  nouveauFactory,
+  nouveauManifest,
+  nouveauSnapshotByte,
+  NouveauTestDevice,
+  NOUVEAU_CONFORMANCE_VRAM_BYTES,
+  NOUVEAU_CONFORMANCE_BLOCKS_IN_FLIGHT,
+} from './conformance.js';
+export {
+  uvmPolicy,
+  densityRegion,
+  ThrashingDetector,
+  ThrashHint,
+  UVM_THRASHING_PIN_THRESHOLD,
+  UVM_THRASHING_PIN_WINDOWS,
+  UVM_THRASHING_EPOCH_WINDOWS,
+} from './uvm-policy.js';
+export type {
+  UvmPolicy,
+  UvmPolicyOptions,
+  UvmPolicyStats,
+  ThrashHintId,
+  ThrashingParams,
+  ThrashingStats,
+} from './uvm-policy.js';

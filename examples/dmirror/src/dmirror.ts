@@ -53,7 +53,6 @@ import {
   hmmPfnToPfn,
   hmmRangeFaultLoop,
   makeDeviceExclusive,
-  MemoryType,
   MigratePfn,
   migratePfn,
   migratePfnToPfn,
@@ -74,9 +73,8 @@ import {
   pagemapOf,
   TASK_SIZE,
   unlockPage,
-  ZERO_PFN,
 } from '@hmm/core';
-import { SnapshotByte } from '@hmm/conformance';
+import { SnapshotByte, snapshotByteOf } from '@hmm/conformance';
 import type {
   DeviceFault,
   HmmMirror,
@@ -756,7 +754,7 @@ export class Dmirror implements HmmMirror {
         driverLock: this.mutex,
         commit: (range) => {
           for (let i = 0; i < range.hmmPfns.length; i++) {
-            out[base + i] = mkentry(range.hmmPfns[i]!, this.machine.mm, this.device);
+            out[base + i] = snapshotByteOf(range.hmmPfns[i]!, this.machine.mm, this.device);
           }
         },
       });
@@ -850,28 +848,4 @@ export class Dmirror implements HmmMirror {
 function releaseLocked(ctx: MmContext, pfn: number): void {
   unlockPage(ctx, pfn);
   ctx.putPage(pfn);
-}
-
-/**
- * dmirror_mkentry: the snapshot byte of one hmm word. Device pages are told apart by their pagemap
- * (private or coherent) and its owner (`device`: local, else remote); map order 0 (no THP).
- */
-export function mkentry(word: number, ctx?: MmContext, device?: unknown): number {
-  const flags = hmmPfnFlags(word);
-  if ((flags & HmmPfn.ERROR) !== 0) return SnapshotByte.ERROR;
-  if ((flags & HmmPfn.VALID) === 0) return SnapshotByte.NONE;
-  const pfn = hmmPfnToPfn(word);
-  const pgmap = ctx === undefined ? undefined : pagemapOf(ctx, pfn);
-  let kind: number;
-  if (pgmap !== undefined) {
-    const local = pgmap.owner === device;
-    if (pgmap.type === MemoryType.DEVICE_PRIVATE) {
-      kind = local ? SnapshotByte.DEV_PRIVATE_LOCAL : SnapshotByte.DEV_PRIVATE_REMOTE;
-    } else {
-      kind = local ? SnapshotByte.DEV_COHERENT_LOCAL : SnapshotByte.DEV_COHERENT_REMOTE;
-    }
-  } else {
-    kind = pfn === ZERO_PFN ? SnapshotByte.ZERO : SnapshotByte.NONE;
-  }
-  return kind | ((flags & HmmPfn.WRITE) !== 0 ? SnapshotByte.WRITE : SnapshotByte.READ);
 }

@@ -11,6 +11,7 @@
 export { CASES, P2P_CASES, findCase } from './catalog.js';
 export type { Capability, CaseInfo, Variant } from './catalog.js';
 export { SnapshotByte } from './target.js';
+export { snapshotByteOf } from './snapshot.js';
 export type {
   CommandResult,
   ConformanceFactory,

@@ -29,11 +29,9 @@ import {
   HmmError,
   HmmPfn,
   Machine,
-  MemoryType,
   MMAP_MIN_ADDR,
   PAGE_SIZE,
   TASK_SIZE,
-  ZERO_PFN,
   hex,
   hmmPfnFlags,
   hmmPfnToPfn,
@@ -41,10 +39,9 @@ import {
   mmuIntervalNotifierInsert,
   mmuIntervalNotifierRemove,
   mmuIntervalSetSeq,
-  pagemapOf,
 } from '@hmm/core';
-import type { MmContext, Process } from '@hmm/core';
-import { SnapshotByte } from '@hmm/conformance';
+import type { Process } from '@hmm/core';
+import { SnapshotByte, snapshotByteOf } from '@hmm/conformance';
 import type {
   CommandResult,
   ConformanceFactory,
@@ -82,30 +79,6 @@ export const NOUVEAU_CONFORMANCE_BLOCKS_IN_FLIGHT = 1024;
 
 /** Pages per `hmm_range_fault` call of SNAPSHOT. */
 const SNAPSHOT_CHUNK = 512;
-
-/**
- * The snapshot byte of one hmm word (the rules of the kernel's `dmirror_mkentry`): device-private
- * pages of `owner` are local, other owners' remote; map order 0 (no THP).
- */
-export function nouveauSnapshotByte(word: number, ctx: MmContext, owner: unknown): number {
-  const flags = hmmPfnFlags(word);
-  if ((flags & HmmPfn.ERROR) !== 0) return SnapshotByte.ERROR;
-  if ((flags & HmmPfn.VALID) === 0) return SnapshotByte.NONE;
-  const pfn = hmmPfnToPfn(word);
-  const pgmap = pagemapOf(ctx, pfn);
-  let kind: number = SnapshotByte.NONE;
-  if (pgmap !== undefined) {
-    const local = pgmap.owner === owner;
-    if (pgmap.type === MemoryType.DEVICE_PRIVATE) {
-      kind = local ? SnapshotByte.DEV_PRIVATE_LOCAL : SnapshotByte.DEV_PRIVATE_REMOTE;
-    } else if (pgmap.type === MemoryType.DEVICE_COHERENT) {
-      kind = local ? SnapshotByte.DEV_COHERENT_LOCAL : SnapshotByte.DEV_COHERENT_REMOTE;
-    }
-  } else if (pfn === ZERO_PFN) {
-    kind = SnapshotByte.ZERO;
-  }
-  return kind | ((flags & HmmPfn.WRITE) !== 0 ? SnapshotByte.WRITE : SnapshotByte.READ);
-}
 
 /**
  * One open of the GPU by a process, as the conformance suite drives it (see the module doc): an
@@ -217,7 +190,7 @@ export class NouveauTestDevice implements TestDevice {
       }
       const next = Math.min(end, a + SNAPSHOT_CHUNK * PAGE_SIZE);
       await this.#walk(a, next, (i, word) => {
-        out[base + i] = nouveauSnapshotByte(word, this.gpu.machine.mm, this.svm.owner);
+        out[base + i] = snapshotByteOf(word, this.gpu.machine.mm, this.svm.owner);
       });
       a = next;
     }

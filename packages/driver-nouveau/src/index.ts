@@ -36,7 +36,6 @@ export type { NouveauBarPlace, NouveauP2pTargetOptions, NouveauTopology } from '
 export {
   nouveauFactory,
   nouveauManifest,
-  nouveauSnapshotByte,
   NouveauTestDevice,
   NOUVEAU_CONFORMANCE_VRAM_BYTES,
   NOUVEAU_CONFORMANCE_BLOCKS_IN_FLIGHT,

@@ -26,6 +26,7 @@ export const Errno = {
   EOVERFLOW: 75,
   EDEADLK: 35,
   EOPNOTSUPP: 95,
+  ETIMEDOUT: 110,
 } as const;
 
 /** Name of an errno, e.g. `'EINVAL'`. */

@@ -35,8 +35,13 @@ export interface CaseInfo {
   readonly kernelRef: string | null;
   /** One line: what the case checks. */
   readonly title: string;
-  /** Capabilities the driver must declare. */
+  /** Capabilities the driver must declare, all of them. */
   readonly requires: readonly Capability[];
+  /**
+   * Capabilities of which the driver must declare at least one (empty: no such condition). The p2p
+   * cases run for an exporter, an importer, or both.
+   */
+  readonly requiresAny: readonly Capability[];
   /** Variants it runs in (the kernel runs every case in both). */
   readonly variants: readonly Variant[];
   /** Devices it needs (hmm2 cases need two). */
@@ -59,6 +64,7 @@ function k(
     kernelRef: `hmm-tests.c:${name}`,
     title,
     requires,
+    requiresAny: [],
     variants: BOTH,
     devices,
     unsupported: opts.unsupported ?? null,
@@ -73,10 +79,11 @@ const THP = 'transparent huge pages are not simulated yet';
 const HTLB = 'hugetlbfs is not simulated yet';
 
 /**
- * The p2p cases need an exporter only: a driver without an importer of its own (no `p2p-importer`)
- * is checked against the suite's reference importer.
+ * The p2p cases run for a driver that exports, imports, or both: a driver without an importer of
+ * its own (no `p2p-importer`) is checked against the suite's reference importer; an importer-only
+ * driver supplies an exporter to import from in its target (any exporter, e.g. a GPU's BAR).
  */
-const P2P: readonly Capability[] = ['p2p-exporter'];
+const P2P_ANY: readonly Capability[] = ['p2p-exporter', 'p2p-importer'];
 /** The p2p cases do not depend on the device-memory variant: they run once. */
 const ONCE: readonly Variant[] = ['device-private'];
 /** The 2019 linux-mm RFC adding `p2p_map` / `p2p_unmap` to `vm_operations_struct`. */
@@ -87,7 +94,8 @@ function p2p(name: string, title: string, ref: string): CaseInfo {
     id: `p2p.${name}`,
     kernelRef: ref,
     title,
-    requires: P2P,
+    requires: [],
+    requiresAny: P2P_ANY,
     variants: ONCE,
     devices: 2,
     unsupported: null,

@@ -55,7 +55,7 @@ export function main(
   const rows = CASES.map((c) => [
     c.id,
     c.kernelRef ?? '—',
-    c.requires.join('+'),
+    [c.requires.join('+'), c.requiresAny.join('|')].filter((s) => s !== '').join('+'),
     c.variants.join(','),
     c.unsupported ?? '',
   ]);

@@ -69,6 +69,9 @@ export interface ConformanceReport {
 function skipReason(info: CaseInfo, variant: Variant, manifest: ConformanceManifest): string | null {
   const missing = info.requires.filter((c) => !manifest.capabilities.includes(c));
   if (missing.length > 0) return `driver '${manifest.name}' lacks capability ${missing.join(', ')}`;
+  if (info.requiresAny.length > 0 && !info.requiresAny.some((c) => manifest.capabilities.includes(c))) {
+    return `driver '${manifest.name}' lacks every one of ${info.requiresAny.join(', ')}`;
+  }
   if (variant === 'device-coherent' && !manifest.capabilities.includes('device-coherent')) {
     return `variant device-coherent needs the 'device-coherent' capability`;
   }
@@ -158,7 +161,10 @@ export async function runPlannedCase(
       open: async (process, o) => {
         const dev = await made.open(process, o);
         const b = dev.binding;
-        if (b !== undefined) san.watch(b.device, b.asid, process.mm, b.owner ?? null);
+        if (b !== undefined) {
+          for (const asid of [b.asid, ...(b.asids ?? [])])
+            san.watch(b.device, asid, process.mm, b.owner ?? null);
+        }
         return dev;
       },
       ...(wrapped === undefined ? {} : { p2p: wrapped }),

@@ -111,7 +111,13 @@ export interface TestDevice {
    * `make_device_exclusive`: the MIGRATE and EXCLUSIVE invalidations it causes itself, which its
    * notifier may skip, are then not reported.
    */
-  readonly binding?: { readonly device: SimDevice; readonly asid: number; readonly owner?: unknown };
+  readonly binding?: {
+    readonly device: SimDevice;
+    readonly asid: number;
+    /** More contexts of the same device the mirror uses (e.g. one per memory region); each is watched. */
+    readonly asids?: readonly number[];
+    readonly owner?: unknown;
+  };
 }
 
 /** Options of {@link ConformanceTarget.open}. */
@@ -135,8 +141,9 @@ export interface ConformanceTarget {
    */
   open(process: Process, opts?: OpenOptions): Promise<TestDevice>;
   /**
-   * Peer-to-peer side of the driver (needed by the cases that require the `p2p-exporter`
-   * capability): its exporter, and its importer if it declares `p2p-importer`.
+   * Peer-to-peer side of the target (needed by the p2p cases, which run for drivers declaring
+   * `p2p-exporter` or `p2p-importer`): an exporter (the driver's own, or for an importer-only driver
+   * any exporter it imports from), and the driver's importer if it declares `p2p-importer`.
    */
   readonly p2p?: P2pTarget;
   /** Called once after the case, passed or failed. */

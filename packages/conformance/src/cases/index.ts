@@ -21,7 +21,8 @@ export const GROUPS: readonly GroupName[] = ['mirror', 'migrate', 'exclusive', '
 
 /** The group a catalogue case belongs to. */
 export function groupOf(info: CaseInfo): GroupName {
-  if (info.requires.includes('p2p-exporter') || info.requires.includes('p2p-importer')) return 'p2p';
+  const needs = [...info.requires, ...info.requiresAny];
+  if (needs.includes('p2p-exporter') || needs.includes('p2p-importer')) return 'p2p';
   if (info.requires.includes('exclusive')) return 'exclusive';
   if (info.requires.includes('device-private') || info.requires.includes('device-coherent')) return 'migrate';
   return 'mirror';

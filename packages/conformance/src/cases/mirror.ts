@@ -267,9 +267,20 @@ export const MIRROR_CASES: Readonly<Record<string, CaseFn>> = {
             ints(INTS, (i) => i + c),
           );
           // unmap_buffer: a random delay (seeded), then munmap of the second half while READ runs.
-          // The kernel sleeps < 32 us; a simulated 1 MiB READ takes ~35 us (simulated time, the
-          // cost model), so the bound is 64 us to land on both sides of its end.
-          const delay = m.sched.random.nextInt(64_000);
+          // The kernel sleeps < 32 us, about a real dmirror READ of its buffer. Devices differ (a NIC
+          // fault takes far longer than dmirror's), so the bound is twice the simulated time of a
+          // cold READ of the same size, measured first on a buffer of its own: the munmap lands on
+          // both sides of the READ's end.
+          const cal = await p.mmap({ length: SIZE, prot: RW, flags: PRIV_ANON });
+          await p.write(
+            cal,
+            ints(INTS, (i) => i),
+          );
+          const t0 = m.sched.now;
+          await dev.read(cal, NPAGES);
+          const readNs = m.sched.now - t0;
+          await p.munmap(cal, SIZE);
+          const delay = m.sched.random.nextInt(Math.max(2, Math.ceil(2 * readNs)));
           const unmapper = m.sched.spawn('unmap_buffer', async () => {
             await m.sched.sleep(delay);
             await p.munmap(a + SIZE / 2, SIZE / 2);

@@ -31,6 +31,12 @@ export const MLX5_DEFAULT_MIN_RNR_TIMER_NS = 640_000;
 /** One-way wire and HCA pipeline latency of a message, ns ([E]: ~1 µs RDMA latency class). */
 export const MLX5_DEFAULT_MESSAGE_LATENCY_NS = 1000;
 
+/**
+ * Added time per translation entry a UMR writes, ns: an 8-byte MTT entry fetched by the HCA over
+ * PCIe at about 12 GB/s, rounded up ([E]); the command's fixed cost is the device default.
+ */
+export const MLX5_UMR_PER_ENTRY_NS = 1;
+
 /** Options of an {@link Mlx5Hca}. */
 export interface Mlx5HcaOptions {
   /** Device name; default `mlx5_<id>`. */
@@ -112,6 +118,7 @@ export class Mlx5Hca {
     opts: Mlx5HcaOptions = {},
   ) {
     this.device = new SimDevice(machine.mm, {
+      latency: { mapPerEntryNs: MLX5_UMR_PER_ENTRY_NS },
       ...(opts.name === undefined ? {} : { name: opts.name }),
       ...(opts.pci === undefined ? {} : { pci: opts.pci }),
     });

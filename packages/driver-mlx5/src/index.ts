@@ -10,6 +10,7 @@ export {
   MLX5_DEFAULT_MIN_RNR_TIMER_NS,
   MLX5_DEFAULT_MTU,
   MLX5_DEFAULT_WIRE_GBS,
+  MLX5_UMR_PER_ENTRY_NS,
 } from './hca.js';
 export type { Mlx5HcaOptions, Mlx5HcaStats } from './hca.js';
 export { MLX5_PF_EQ_ENTRIES, PageFaultEq, PfFlag, PfKind } from './eq.js';
@@ -31,3 +32,13 @@ export type { IbRecvWr, IbSendWr, IbWrOpcode, QpOptions, QpState, QpStats } from
 export { RdmaRemote } from './rdma-remote.js';
 export type { RdmaRemoteOptions } from './rdma-remote.js';
 export { Mlx5PeerImporter, Mlx5TestDevice, mlx5Factory, mlx5Manifest } from './conformance.js';
+export { gpuImportPattern, runGpuImportScenario } from './gpu-import.js';
+export type { GpuImportMappingCounts, GpuImportOptions, GpuImportResult } from './gpu-import.js';
+export {
+  formatPinVsOdp,
+  odpResidentBound,
+  pinVsOdpLayout,
+  runPinVsOdp,
+  runPinVsOdpMode,
+} from './pin-vs-odp.js';
+export type { PinVsOdpMemory, PinVsOdpModeResult, PinVsOdpOptions, PinVsOdpResult } from './pin-vs-odp.js';

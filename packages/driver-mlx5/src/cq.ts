@@ -19,6 +19,8 @@ export const WcStatus = {
   REM_ACCESS_ERR: 'REM_ACCESS_ERR',
   /** The responder could not take the request (a SEND longer than the posted RECV). */
   REM_INV_REQ_ERR: 'REM_INV_REQ_ERR',
+  /** The responder failed the request on its side (its RECV buffer's key or rights were wrong). */
+  REM_OP_ERR: 'REM_OP_ERR',
   /** The responder answered RNR NAK more often than the QP's `rnrRetry` allows. */
   RNR_RETRY_EXC_ERR: 'RNR_RETRY_EXC_ERR',
   /** The QP was in (or went to) the error state before this request ran. */

@@ -81,6 +81,8 @@ export interface Mlx5HcaStats {
 /** A page fault waiting for its `PAGE_FAULT_RESUME`. */
 interface PendingFault {
   resolved: boolean;
+  /** Nobody will take the outcome: forget the fault once resumed. */
+  dropped: boolean;
   error: HmmError | null;
   readonly done: Completion;
 }
@@ -211,6 +213,7 @@ export class Mlx5Hca {
     if (!this.eq.post(token, kind, mkey, va, bytes, flags)) return -1;
     this.#faults.set(token, {
       resolved: false,
+      dropped: false,
       error: null,
       done: new Completion(this.machine.sched, `${this.name}.pf${token}`),
     });
@@ -234,6 +237,23 @@ export class Mlx5Hca {
     if (error === null) this.counters.pageFaultsResolved++;
     else this.counters.pageFaultErrors++;
     f.done.completeAll();
+    if (f.dropped) this.#faults.delete(token);
+  }
+
+  /**
+   * The stalled side gave up on fault `token` (its QP went to the error state): its outcome is
+   * forgotten once the driver resumes it (at once if it already has).
+   */
+  dropFault(token: number): void {
+    const f = this.#faults.get(token);
+    if (f === undefined) return;
+    if (f.resolved) this.#faults.delete(token);
+    else f.dropped = true;
+  }
+
+  /** Page-fault tokens the HCA still tracks (pending, or resumed and not yet taken). */
+  get trackedFaults(): number {
+    return this.#faults.size;
   }
 
   /** The state of fault `token`: null while unresolved, else `{ error }` (and the token is retired). */

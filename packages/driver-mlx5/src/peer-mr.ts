@@ -129,7 +129,7 @@ export class PeerMr extends Mlx5Mr {
         const n = m.pfns.length;
         const vpns = new Float64Array(n);
         for (let i = 0; i < n; i++) vpns[i] = this.#pageStart / PAGE_SIZE + i;
-        await this.umr(vpns, m.pfns, new Uint8Array(n).fill(permOf(m.writable)));
+        await this.umr(vpns, m.pfns, new Uint8Array(n).fill(permOf(m.writable && this.writable)));
         if ((flags & PfFlags.PREFETCH) !== 0) this.stats.prefetchedPages += n;
         else this.stats.faults += n;
         return n;

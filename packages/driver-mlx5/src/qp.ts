@@ -236,6 +236,11 @@ export class Mlx5Qp {
     if (this.#state === 'ERR') return;
     this.#state = 'ERR';
     this.#error = why;
+    if (this.#pfToken >= 0) {
+      // No packet will ask for this fault's outcome any more.
+      this.hca.dropFault(this.#pfToken);
+      this.#pfToken = -1;
+    }
     const flush = this.#flushError();
     for (const wr of this.#sq.splice(0)) this.#complete(wr, WcStatus.WR_FLUSH_ERR, 0, flush);
     for (const wr of this.#rq.splice(0))
@@ -301,26 +306,31 @@ export class Mlx5Qp {
     let rnrLeft = this.rnrRetry;
     if (wr.opcode === 'SEND') {
       while (peer.#state === 'RTS' && peer.#rq.length === 0) {
+        peer.hca.counters.rnrNaksSent++; // the responder NAKs the SEND it has no RECV for
         rnrLeft = await this.#rnr(peer, rnrLeft, 'no RECV posted');
       }
       this.#checkPeer(peer);
       recv = peer.#rq.shift()!;
       const m = peer.hca.mkey(recv.sge.lkey);
+      if (recv.sge.length < len) {
+        const short = new HmmError(
+          'EINVAL',
+          `QP ${hex(peer.qpn)}: a ${len}-byte SEND does not fit the ${recv.sge.length}-byte RECV`,
+        );
+        peer.recvCq.push(peer.#wc(recv.wrId, 'RECV', WcStatus.LOC_LEN_ERR, 0, short));
+        throw new TransportError(WcStatus.REM_INV_REQ_ERR, short, true);
+      }
+      // The RECV buffer's key and rights: a local protection error at the receiver.
       const bad =
         m === undefined || m.pd !== peer.pd
           ? new HmmError(
               'EINVAL',
               `QP ${hex(peer.qpn)}: RECV lkey ${hex(recv.sge.lkey)} is not an MR of its PD`,
             )
-          : recv.sge.length < len
-            ? new HmmError(
-                'EINVAL',
-                `QP ${hex(peer.qpn)}: a ${len}-byte SEND does not fit the ${recv.sge.length}-byte RECV`,
-              )
-            : m.accessError(recv.sge.addr, len, IbAccess.LOCAL_WRITE, `QP ${hex(peer.qpn)} RECV SGE`);
+          : m.accessError(recv.sge.addr, len, IbAccess.LOCAL_WRITE, `QP ${hex(peer.qpn)} RECV SGE`);
       if (bad !== null) {
-        peer.recvCq.push(peer.#wc(recv.wrId, 'RECV', WcStatus.LOC_LEN_ERR, 0, bad));
-        throw new TransportError(WcStatus.REM_INV_REQ_ERR, bad, true);
+        peer.recvCq.push(peer.#wc(recv.wrId, 'RECV', WcStatus.LOC_PROT_ERR, 0, bad));
+        throw new TransportError(WcStatus.REM_OP_ERR, bad, true);
       }
       rmr = m!;
       raddr = recv.sge.addr;

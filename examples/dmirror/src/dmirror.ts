@@ -74,7 +74,7 @@ import {
   TASK_SIZE,
   unlockPage,
 } from '@hmm/core';
-import { SnapshotByte, snapshotByteOf } from '@hmm/conformance';
+import { snapshotRange } from '@hmm/conformance';
 import type {
   DeviceFault,
   HmmMirror,
@@ -272,22 +272,11 @@ export class Dmirror implements HmmMirror {
    */
   async snapshot(addr: number, npages: number): Promise<Uint8Array> {
     this.#checkCmd('SNAPSHOT', addr, npages);
-    const end = addr + npages * PAGE_SIZE;
-    const out = new Uint8Array(npages);
-    for (let a = addr; a < end;) {
-      const next = Math.min(end, a + DMIRROR_FAULT_CHUNK * PAGE_SIZE);
-      const base = (a - addr) / PAGE_SIZE;
-      if (a < DMIRROR_NOTIFIER_START) {
-        // Nothing can be mapped below mmap_min_addr: a hole.
-        const holeEnd = Math.min(next, DMIRROR_NOTIFIER_START);
-        out.fill(SnapshotByte.ERROR, base, base + (holeEnd - a) / PAGE_SIZE);
-        a = holeEnd;
-        continue;
-      }
-      await this.#snapshotChunk(a, next, out, base);
-      a = next;
-    }
-    return out;
+    // Below DMIRROR_NOTIFIER_START (mmap_min_addr) nothing can be mapped: the helper reports ERROR.
+    return snapshotRange(this.process.mm, addr, npages, this.device, {
+      driverLock: this.mutex,
+      chunkPages: DMIRROR_FAULT_CHUNK,
+    });
   }
 
   /**
@@ -725,42 +714,6 @@ export class Dmirror implements HmmMirror {
       this.#highVpn = Math.max(this.#highVpn, vpns[i]!);
     }
     await this.device.queue.submit({ op: 'map', asid: this.asid, vpns, pfns, perms }).wait();
-  }
-
-  /** dmirror_range_snapshot: one chunk under a temporary notifier that only bumps its sequence. */
-  async #snapshotChunk(start: number, end: number, out: Uint8Array, base: number): Promise<void> {
-    const temp = mmuIntervalNotifierInsert(this.process.mm, start, end - start, {
-      invalidate: (sub, range, curSeq) => {
-        if (range.blockable) {
-          return this.mutex.lock().then(() => {
-            mmuIntervalSetSeq(sub, curSeq);
-            this.mutex.unlock();
-            return true;
-          });
-        }
-        if (!this.mutex.tryLock()) return false;
-        mmuIntervalSetSeq(sub, curSeq);
-        this.mutex.unlock();
-        return true;
-      },
-    });
-    try {
-      await hmmRangeFaultLoop({
-        notifier: temp,
-        start,
-        end,
-        defaultFlags: 0,
-        devPrivateOwner: this.device,
-        driverLock: this.mutex,
-        commit: (range) => {
-          for (let i = 0; i < range.hmmPfns.length; i++) {
-            out[base + i] = snapshotByteOf(range.hmmPfns[i]!, this.machine.mm, this.device);
-          }
-        },
-      });
-    } finally {
-      await mmuIntervalNotifierRemove(temp);
-    }
   }
 
   /**

@@ -11,7 +11,8 @@
 export { CASES, P2P_CASES, findCase } from './catalog.js';
 export type { Capability, CaseInfo, Variant } from './catalog.js';
 export { SnapshotByte } from './target.js';
-export { snapshotByteOf } from './snapshot.js';
+export { snapshotByteOf, snapshotRange } from './snapshot.js';
+export type { SnapshotRangeOptions } from './snapshot.js';
 export type {
   CommandResult,
   ConformanceFactory,

@@ -22,22 +22,9 @@
  *
  * @module
  */
-import {
-  DevPerm,
-  HmmError,
-  MMAP_MIN_ADDR,
-  Machine,
-  Mutex,
-  PAGE_SIZE,
-  TASK_SIZE,
-  hex,
-  hmmRangeFaultLoop,
-  mmuIntervalNotifierInsert,
-  mmuIntervalNotifierRemove,
-  mmuIntervalSetSeq,
-} from '@hmm/core';
+import { DevPerm, HmmError, Machine, PAGE_SIZE, TASK_SIZE, hex } from '@hmm/core';
 import type { P2pMapTypeId, PciEndpoint, Process, SimDevice } from '@hmm/core';
-import { SnapshotByte, snapshotByteOf } from '@hmm/conformance';
+import { snapshotRange } from '@hmm/conformance';
 import type {
   CommandResult,
   ConformanceFactory,
@@ -60,9 +47,6 @@ export const mlx5Manifest: ConformanceManifest = {
   name: 'mlx5',
   capabilities: ['mirror', 'p2p-importer'],
 };
-
-/** Pages per `hmm_range_fault` call of SNAPSHOT. */
-const SNAPSHOT_CHUNK = 512;
 
 /** One open of the HCA by a process (see the module doc). */
 export class Mlx5TestDevice implements TestDevice {
@@ -122,53 +106,7 @@ export class Mlx5TestDevice implements TestDevice {
   /** `HMM_DMIRROR_SNAPSHOT`: `hmm_range_fault` without fault flags, one byte per page. */
   async snapshot(addr: number, npages: number): Promise<Uint8Array> {
     this.#check('SNAPSHOT', addr, npages);
-    const mm = this.pd.process.mm;
-    const out = new Uint8Array(npages);
-    const end = addr + npages * PAGE_SIZE;
-    const lock = new Mutex(mm.ctx.sched, `${this.pd.hca.name}:snapshot`);
-    for (let a = addr; a < end;) {
-      const base = (a - addr) / PAGE_SIZE;
-      if (a < MMAP_MIN_ADDR) {
-        const holeEnd = Math.min(end, MMAP_MIN_ADDR);
-        out.fill(SnapshotByte.ERROR, base, base + (holeEnd - a) / PAGE_SIZE);
-        a = holeEnd;
-        continue;
-      }
-      const next = Math.min(end, a + SNAPSHOT_CHUNK * PAGE_SIZE);
-      const temp = mmuIntervalNotifierInsert(mm, a, next - a, {
-        invalidate: (sub, range, seq) => {
-          if (!range.blockable) {
-            if (!lock.tryLock()) return false;
-            mmuIntervalSetSeq(sub, seq);
-            lock.unlock();
-            return true;
-          }
-          return lock.lock().then(() => {
-            mmuIntervalSetSeq(sub, seq);
-            lock.unlock();
-            return true;
-          });
-        },
-      });
-      try {
-        await hmmRangeFaultLoop({
-          notifier: temp,
-          start: a,
-          end: next,
-          defaultFlags: 0,
-          driverLock: lock,
-          commit: (range) => {
-            for (let i = 0; i < range.hmmPfns.length; i++) {
-              out[base + i] = snapshotByteOf(range.hmmPfns[i]!, mm.ctx, null);
-            }
-          },
-        });
-      } finally {
-        await mmuIntervalNotifierRemove(temp);
-      }
-      a = next;
-    }
-    return out;
+    return snapshotRange(this.pd.process.mm, addr, npages, null);
   }
 
   /** The HCA's translation rights of each page: READ from either MR, WRITE from the writable one. */

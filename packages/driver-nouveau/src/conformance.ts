@@ -24,24 +24,9 @@
  *
  * @module
  */
-import {
-  DevPerm,
-  HmmError,
-  HmmPfn,
-  Machine,
-  MMAP_MIN_ADDR,
-  PAGE_SIZE,
-  TASK_SIZE,
-  hex,
-  hmmPfnFlags,
-  hmmPfnToPfn,
-  hmmRangeFaultLoop,
-  mmuIntervalNotifierInsert,
-  mmuIntervalNotifierRemove,
-  mmuIntervalSetSeq,
-} from '@hmm/core';
+import { DevPerm, HmmError, Machine, PAGE_SIZE, TASK_SIZE, hex } from '@hmm/core';
 import type { Process } from '@hmm/core';
-import { SnapshotByte, snapshotByteOf } from '@hmm/conformance';
+import { SnapshotByte, snapshotRange } from '@hmm/conformance';
 import type {
   CommandResult,
   ConformanceFactory,
@@ -177,59 +162,10 @@ export class NouveauTestDevice implements TestDevice {
    */
   async snapshot(addr: number, npages: number): Promise<Uint8Array> {
     this.#check('SNAPSHOT', addr, npages);
-    const out = new Uint8Array(npages);
-    const end = addr + npages * PAGE_SIZE;
-    for (let a = addr; a < end;) {
-      const base = (a - addr) / PAGE_SIZE;
-      if (a < MMAP_MIN_ADDR) {
-        // Nothing can be mapped below mmap_min_addr: a hole.
-        const holeEnd = Math.min(end, MMAP_MIN_ADDR);
-        out.fill(SnapshotByte.ERROR, base, base + (holeEnd - a) / PAGE_SIZE);
-        a = holeEnd;
-        continue;
-      }
-      const next = Math.min(end, a + SNAPSHOT_CHUNK * PAGE_SIZE);
-      await this.#walk(a, next, (i, word) => {
-        out[base + i] = snapshotByteOf(word, this.gpu.machine.mm, this.svm.owner);
-      });
-      a = next;
-    }
-    return out;
-  }
-
-  /** One `hmm_range_fault` walk of `[start, end)` without faulting, each word handed to `each`. */
-  async #walk(start: number, end: number, each: (i: number, word: number) => void): Promise<void> {
-    const mutex = this.svmm.mutex;
-    const temp = mmuIntervalNotifierInsert(this.svmm.process.mm, start, end - start, {
-      invalidate: (sub, range, curSeq) => {
-        if (range.blockable) {
-          return mutex.lock().then(() => {
-            mmuIntervalSetSeq(sub, curSeq);
-            mutex.unlock();
-            return true;
-          });
-        }
-        if (!mutex.tryLock()) return false;
-        mmuIntervalSetSeq(sub, curSeq);
-        mutex.unlock();
-        return true;
-      },
+    return snapshotRange(this.svmm.process.mm, addr, npages, this.svm.owner, {
+      driverLock: this.svmm.mutex,
+      chunkPages: SNAPSHOT_CHUNK,
     });
-    try {
-      await hmmRangeFaultLoop({
-        notifier: temp,
-        start,
-        end,
-        defaultFlags: 0,
-        devPrivateOwner: this.svm.owner,
-        driverLock: mutex,
-        commit: (range) => {
-          for (let i = 0; i < range.hmmPfns.length; i++) each(i, range.hmmPfns[i]!);
-        },
-      });
-    } finally {
-      await mmuIntervalNotifierRemove(temp);
-    }
   }
 
   /**
@@ -274,19 +210,9 @@ export class NouveauTestDevice implements TestDevice {
     await this.#forEachVma('MIGRATE_TO_DEV', addr, npages, async (start, end) => {
       await this.svm.dmem.migrateToVram(mm, start, end);
     });
-    let missing = -1;
-    for (let a = addr, end = addr + npages * PAGE_SIZE; a < end && missing < 0;) {
-      const next = Math.min(end, a + SNAPSHOT_CHUNK * PAGE_SIZE);
-      const base = a;
-      await this.#walk(a, next, (i, word) => {
-        if (missing >= 0) return;
-        const flags = hmmPfnFlags(word);
-        if ((flags & HmmPfn.VALID) === 0 || !this.svm.dmem.owns(hmmPfnToPfn(word))) {
-          missing = base + i * PAGE_SIZE;
-        }
-      });
-      a = next;
-    }
+    const where = await this.snapshot(addr, npages);
+    const i = where.findIndex((b) => (b & 0xf0) !== SnapshotByte.DEV_PRIVATE_LOCAL);
+    const missing = i < 0 ? -1 : addr + i * PAGE_SIZE;
     if (missing >= 0) {
       throw new HmmError(
         'ENOENT',

@@ -60,7 +60,10 @@ export async function amdgpuCs(gpu: AmdgpuDevice, args: CsArgs): Promise<Submitt
   const { vm, bos, job } = args;
   for (const bo of bos) {
     if (bo.freed || bo.gpu !== gpu) {
-      throw new HmmError('EINVAL', `amdgpu CS: BO ${bo.handle} is ${bo.freed ? 'freed' : 'of another device'}`);
+      throw new HmmError(
+        'EINVAL',
+        `amdgpu CS: BO ${bo.handle} is ${bo.freed ? 'freed' : 'of another device'}`,
+      );
     }
     if (bo instanceof UserptrBo && bo.vm !== vm) {
       throw new HmmError('EINVAL', `amdgpu CS: userptr BO ${bo.handle} belongs to another process's VM`);

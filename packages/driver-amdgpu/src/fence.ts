@@ -77,7 +77,8 @@ export class DmaResv {
    * true if they all did, false on timeout. Runs inside a task.
    */
   async waitTimeout(usage: DmaResvUsageId, timeoutNs = Infinity): Promise<boolean> {
-    if (!(timeoutNs >= 0)) throw new HmmError('EINVAL', `dma_resv_wait_timeout: timeout ${String(timeoutNs)}`);
+    if (!(timeoutNs >= 0))
+      throw new HmmError('EINVAL', `dma_resv_wait_timeout: timeout ${String(timeoutNs)}`);
     if (this.testSignaled(usage)) return true;
     if (timeoutNs === Infinity) {
       await this.#wq.waitUntil(() => this.testSignaled(usage), `dma_resv ${this.name}`);

@@ -98,7 +98,8 @@ export class AmdgpuDevice {
 
   /** ENODEV once removed. */
   checkAlive(what: string): void {
-    if (this.#removed) throw new HmmError('ENODEV', `amdgpu ${this.name}: ${what} after the device was removed`);
+    if (this.#removed)
+      throw new HmmError('ENODEV', `amdgpu ${this.name}: ${what} after the device was removed`);
   }
 
   /** The VM of `process` (`amdgpu_driver_open_kms` creates it on first open). */
@@ -116,7 +117,10 @@ export class AmdgpuDevice {
   async closeVm(process: Process): Promise<void> {
     const vm = this.#vms.get(process);
     if (vm === undefined) {
-      throw new HmmError('EINVAL', `amdgpu ${this.name}: process ${process.pid} has no open VM (closed twice?)`);
+      throw new HmmError(
+        'EINVAL',
+        `amdgpu ${this.name}: process ${process.pid} has no open VM (closed twice?)`,
+      );
     }
     this.#vms.delete(process);
     await this.device.queue.submit({ op: 'unmap-all', asid: vm.asid }).wait();

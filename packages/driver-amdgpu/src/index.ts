@@ -23,3 +23,32 @@ export {
 export type { GemUserptrArgs, HsaEvict, UserptrMode, UserptrStats } from './userptr.js';
 export { amdgpuCs, amdgpuCsRetry, csStats } from './cs.js';
 export type { CsArgs, CsRetryOptions, CsStats } from './cs.js';
+export {
+  AMDGPU_USERPTR_RESTORE_DELAY_MS,
+  KFD_DEFAULT_PREEMPT_NS,
+  KFD_DEFAULT_RESUME_NS,
+  KfdJob,
+  KfdProcess,
+  KfdQueue,
+  kfdProcess,
+} from './kfd.js';
+export type { KfdJobDesc, KfdProcessOptions, KfdStats } from './kfd.js';
+export { AMDGPU_DEFAULT_VISIBLE_VRAM_BYTES, AmdgpuVram, VramBo, VramBoExporter } from './vram.js';
+export type { AmdgpuVramOptions, VramBoCreateOptions, VramBoDomain } from './vram.js';
+export {
+  AMDGPU_CONFORMANCE_VISIBLE_VRAM_BYTES,
+  AmdgpuTestDevice,
+  amdgpuFactory,
+  amdgpuManifest,
+  amdgpuP2pTarget,
+} from './conformance.js';
+export type { AmdgpuP2pTarget } from './conformance.js';
+export { formatLongJob, formatNs, runLongJobScenario } from './long-job.js';
+export type { LongJobOptions, LongJobResult } from './long-job.js';
+export { CS_THROUGHPUT_SIZES, formatCsThroughput, runCsThroughput } from './cs-throughput.js';
+export type {
+  CsThroughputOptions,
+  CsThroughputResult,
+  CsThroughputRow,
+  CsThroughputSide,
+} from './cs-throughput.js';

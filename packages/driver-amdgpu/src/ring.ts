@@ -74,7 +74,7 @@ export class JobExec {
   read(va: number, len: number): Uint8Array {
     const out = new Uint8Array(len);
     const content = this.gpu.machine.mm.mem.content;
-    for (let pos = va; pos < va + len; ) {
+    for (let pos = va; pos < va + len;) {
       const n = Math.min(PAGE_SIZE - (pos % PAGE_SIZE), va + len - pos);
       const pfn = this.#page(pos, false);
       this.#account(Math.floor(pos / PAGE_SIZE), pfn, 'read', n);
@@ -87,7 +87,7 @@ export class JobExec {
   /** Writes `data` at GPU VA `va`. EFAULT on a VM fault (or a read-only mapping). */
   write(va: number, data: Uint8Array): void {
     const content = this.gpu.machine.mm.mem.content;
-    for (let pos = va; pos < va + data.length; ) {
+    for (let pos = va; pos < va + data.length;) {
       const n = Math.min(PAGE_SIZE - (pos % PAGE_SIZE), va + data.length - pos);
       const pfn = this.#page(pos, true);
       this.#account(Math.floor(pos / PAGE_SIZE), pfn, 'write', n);

@@ -170,9 +170,13 @@ export class UserptrBo extends AmdgpuBo {
       throw new HmmError('EINVAL', `${what}: ${String(size)} bytes at ${String(addr)} is not a range`);
     }
     if (addr % PAGE_SIZE !== 0 || size % PAGE_SIZE !== 0) {
-      throw new HmmError('EINVAL', `${what}: address ${hex(addr)} and size ${hex(size)} must be page aligned`, {
-        address: addr,
-      });
+      throw new HmmError(
+        'EINVAL',
+        `${what}: address ${hex(addr)} and size ${hex(size)} must be page aligned`,
+        {
+          address: addr,
+        },
+      );
     }
     if (!Number.isInteger(flags) || (flags & ~ALL_FLAGS) !== 0) {
       throw new HmmError('EINVAL', `${what}: unknown flags ${hex(flags)}`);
@@ -250,7 +254,8 @@ export class UserptrBo extends AmdgpuBo {
         { address: this.addr },
       );
     }
-    const deadline = m.sched.now + AMDGPU_HMM_TIMEOUT_NS_PER_128MIB * Math.ceil(this.size / (128 * 1024 * 1024));
+    const deadline =
+      m.sched.now + AMDGPU_HMM_TIMEOUT_NS_PER_128MIB * Math.ceil(this.size / (128 * 1024 * 1024));
     const words = new Float64Array(this.pages);
     const before = mm.rssPages;
     // Without REGISTER nothing tracks the range: a notifier lives only for the walk.
@@ -297,7 +302,10 @@ export class UserptrBo extends AmdgpuBo {
     const end = this.addr + this.size;
     for (;;) {
       if (m.sched.now > deadline) {
-        throw new HmmError('EBUSY', `amdgpu userptr BO ${this.handle}: page collection kept racing invalidations`);
+        throw new HmmError(
+          'EBUSY',
+          `amdgpu userptr BO ${this.handle}: page collection kept racing invalidations`,
+        );
       }
       const seq = await mmuIntervalReadBegin(sub);
       let busy = false;

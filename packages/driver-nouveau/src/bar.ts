@@ -47,8 +47,15 @@ import type { NouveauGpu } from './gpu.js';
 /** Where a {@link NouveauBarObject} lives: the BAR1 window (peer memory) or system memory. */
 export type NouveauBarPlace = P2pPlace;
 
+/**
+ * What a {@link NouveauBar} and its objects use of their device: its machine, name, PCI position,
+ * window size and copy engine. A {@link NouveauGpu} is one; another driver's device may supply them
+ * to export its own window the same way.
+ */
+export type NouveauBarDevice = Pick<NouveauGpu, 'machine' | 'name' | 'pci' | 'barBytes' | 'copyEngine'>;
+
 /** The PCI position of `gpu`; ENODEV if it was built without one. */
-function pciOf(gpu: NouveauGpu): { topology: PciTopology; endpoint: PciEndpoint } {
+function pciOf(gpu: NouveauBarDevice): { topology: PciTopology; endpoint: PciEndpoint } {
   if (gpu.pci === null) {
     throw new HmmError(
       'ENODEV',
@@ -74,7 +81,7 @@ export class NouveauBar {
   #removed = false;
 
   /** Publishes BAR1 of `gpu`. ENODEV without a PCI position, EINVAL for an empty BAR. */
-  constructor(readonly gpu: NouveauGpu) {
+  constructor(readonly gpu: NouveauBarDevice) {
     const { topology, endpoint } = pciOf(gpu);
     if (gpu.barBytes === 0) {
       throw new HmmError('EINVAL', `nouveau ${gpu.name}: BAR1 is empty (barBytes 0), nothing to export`);

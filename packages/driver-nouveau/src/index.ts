@@ -32,7 +32,7 @@ export {
   nouveauP2pTarget,
   nouveauTopology,
 } from './bar.js';
-export type { NouveauBarPlace, NouveauP2pTargetOptions, NouveauTopology } from './bar.js';
+export type { NouveauBarDevice, NouveauBarPlace, NouveauP2pTargetOptions, NouveauTopology } from './bar.js';
 export {
   nouveauFactory,
   nouveauManifest,

@@ -1,42 +1,14 @@
-import { Machine, MapFlag, Madv, PAGE_SIZE, Prot, isHmmError } from '@hmm/core';
-import type { Process } from '@hmm/core';
+import { Machine, Madv, PAGE_SIZE, isHmmError } from '@hmm/core';
 import { describe, expect, it } from 'vitest';
 import { amdgpuCs, amdgpuCsRetry, csStats } from './cs.js';
 import { DmaResvUsage } from './fence.js';
 import { AmdgpuDevice } from './gpu.js';
 import { UserptrFlag, gemUserptr } from './userptr.js';
+import { anon, errno, withRig } from './testing/rig.js';
 
 const P = PAGE_SIZE;
 const MiB = 1024 * 1024;
-const RW = Prot.READ | Prot.WRITE;
-const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
 const { REGISTER } = UserptrFlag;
-
-async function anon(p: Process, pages: number): Promise<number> {
-  return p.mmap({ length: pages * P, prot: RW, flags: ANON });
-}
-
-async function errno(x: Promise<unknown>): Promise<string> {
-  try {
-    await x;
-    return '';
-  } catch (e) {
-    if (isHmmError(e)) return e.code;
-    throw e;
-  }
-}
-
-/** Runs `body` in a task on a fresh machine and GPU; checks invariants and leaks afterwards. */
-async function withRig(body: (m: Machine, gpu: AmdgpuDevice) => Promise<void>): Promise<void> {
-  const m = new Machine({ seed: 1, ramBytes: 64 * MiB });
-  const gpu = new AmdgpuDevice(m);
-  await m.sched.runTask('test', async () => {
-    await body(m, gpu);
-    await gpu.remove();
-  });
-  m.checkInvariants();
-  expect(m.mm.mem.allocatedFrames()).toEqual([]);
-}
 
 /**
  * Schedules `invalidate` to run `afterNs` from now, in its own task: placed inside the window

@@ -1,62 +1,18 @@
-import {
-  Machine,
-  MapFlag,
-  Madv,
-  MmuNotifierSubscriptions,
-  NotifyEvent,
-  PAGE_SIZE,
-  Prot,
-  isHmmError,
-} from '@hmm/core';
+import { MapFlag, Madv, MmuNotifierSubscriptions, NotifyEvent, PAGE_SIZE, Prot, isHmmError } from '@hmm/core';
 import type { Process } from '@hmm/core';
 import { describe, expect, it } from 'vitest';
 import { amdgpuCs } from './cs.js';
-import { AmdgpuDevice } from './gpu.js';
 import { AMDGPU_HMM_STEP_BYTES, UserptrFlag, gemUserptr } from './userptr.js';
 import type { UserptrBo } from './userptr.js';
+import { anon, errno, withRig } from './testing/rig.js';
 
 const P = PAGE_SIZE;
-const MiB = 1024 * 1024;
 const RW = Prot.READ | Prot.WRITE;
 const ANON = MapFlag.PRIVATE | MapFlag.ANONYMOUS;
 const { READONLY, ANONONLY, VALIDATE, REGISTER } = UserptrFlag;
 
-function rig(ramBytes = 64 * MiB): { m: Machine; gpu: AmdgpuDevice } {
-  const m = new Machine({ seed: 1, ramBytes });
-  return { m, gpu: new AmdgpuDevice(m) };
-}
-
-async function anon(p: Process, pages: number): Promise<number> {
-  return p.mmap({ length: pages * P, prot: RW, flags: ANON });
-}
-
-/** The errno a promise rejects with ('' if it resolves). */
-async function errno(x: Promise<unknown>): Promise<string> {
-  try {
-    await x;
-    return '';
-  } catch (e) {
-    if (isHmmError(e)) return e.code;
-    throw e;
-  }
-}
-
 function subs(p: Process): number {
   return MmuNotifierSubscriptions.of(p.mm).subscriptions().length;
-}
-
-/** Runs `body` in a task on a fresh rig, then checks invariants and that nothing leaked. */
-async function withRig(
-  body: (m: Machine, gpu: AmdgpuDevice) => Promise<void>,
-  opts: { ramBytes?: number; leakCheck?: boolean } = {},
-): Promise<void> {
-  const { m, gpu } = rig(opts.ramBytes);
-  await m.sched.runTask('test', async () => {
-    await body(m, gpu);
-    await gpu.remove();
-  });
-  m.checkInvariants();
-  if (opts.leakCheck !== false) expect(m.mm.mem.allocatedFrames()).toEqual([]);
 }
 
 describe('GEM_USERPTR creation rules', () => {

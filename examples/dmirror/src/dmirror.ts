@@ -118,11 +118,37 @@ function allocateAsid(device: SimDevice, mirrors: Map<number, Dmirror>): number 
 /** The fault loop a mirror runs (`hmmRangeFaultLoop` unless a test swaps in a broken one). */
 export type FaultLoop = typeof hmmRangeFaultLoop;
 
+/**
+ * Deliberate bugs a mirror can be opened with (only tests use them, to prove the conformance suite
+ * catches each broken obligation: see broken.ts). Every flag is off by default; with none set the
+ * driver behaves exactly as without this object.
+ */
+export interface DmirrorBreakage {
+  /** The invalidate callback never calls `mmuIntervalSetSeq`. */
+  readonly skipSetSeq?: boolean;
+  /** The invalidate callback moves the sequence but never unmaps device entries. */
+  readonly ignoreInvalidations?: boolean;
+  /** A non-blockable invalidation is served as a blockable one (takes the mutex, waits: sleeps). */
+  readonly ignoreBlockable?: boolean;
+  /** A read fault maps every page READ|WRITE, even when the CPU page is read-only. */
+  readonly writableOnRead?: boolean;
+  /** Each device fault pins the faulted pages (`pin_user_pages`) and never unpins them. */
+  readonly pinFaulted?: boolean;
+  /** MIGRATE_TO_DEV leaves the device table on the old (system) frames instead of the new ones. */
+  readonly mapOldFrameOnMigrate?: boolean;
+  /** The invalidate callback skips every MIGRATE invalidation, whoever causes it. */
+  readonly skipAllMigrate?: boolean;
+}
+
 /** Options of {@link Dmirror.open}. */
 export interface DmirrorOptions {
   /** Replaces the sequence-protocol loop; only tests use it, to build deliberately broken copies. */
   readonly faultLoop?: FaultLoop;
+  /** Deliberate bugs (tests only); default none. */
+  readonly broken?: DmirrorBreakage;
 }
+
+const NOT_BROKEN: DmirrorBreakage = {};
 
 /** One open mirror: a process's address space bound to a device ASID. */
 export class Dmirror implements HmmMirror {
@@ -131,6 +157,7 @@ export class Dmirror implements HmmMirror {
   /** The whole-address-space subscription (`dmirror->notifier`). */
   readonly notifier: MmuIntervalNotifier;
   #faultLoop: FaultLoop = hmmRangeFaultLoop;
+  #broken: DmirrorBreakage = NOT_BROKEN;
   #lowVpn = Infinity;
   #highVpn = -Infinity;
   #closed = false;
@@ -170,6 +197,7 @@ export class Dmirror implements HmmMirror {
     const asid = allocateAsid(dd.device, dd.mirrors);
     const mirror = new Dmirror(machine, dd, process, asid);
     if (opts.faultLoop !== undefined) mirror.#faultLoop = opts.faultLoop;
+    if (opts.broken !== undefined) mirror.#broken = opts.broken;
     dd.mirrors.set(asid, mirror);
     return mirror;
   }
@@ -490,7 +518,7 @@ export class Dmirror implements HmmMirror {
       // This device skips its own MIGRATE invalidation: its mirrors of this mm drop their entries
       // of the pages about to move (a system page, the zero page) before the copy; the new pages
       // are mapped below.
-      await dd.unmapInMirrors(vma.mm, runsOf(firstVpn, idx));
+      if (this.#broken.mapOldFrameOnMigrate !== true) await dd.unmapInMirrors(vma.mm, runsOf(firstVpn, idx));
       const from: number[] = [];
       const to: number[] = [];
       const dstOf = new Map<number, number>();
@@ -530,8 +558,11 @@ export class Dmirror implements HmmMirror {
         const e = args.src[i]!;
         const d = migratePfnToPfn(args.dst[i]!);
         if ((e & MigratePfn.MIGRATE) === 0 || d < 0) continue;
+        // Broken on purpose (tests only): the old frame stays mapped (a zero-filled slot has none).
+        const old = this.#broken.mapOldFrameOnMigrate === true ? migratePfnToPfn(e) : d;
+        if (old < 0) continue;
         vpns.push(firstVpn + i);
-        pfns.push(d);
+        pfns.push(old);
         perms.push(DevPerm.READ | ((e & MigratePfn.WRITE) !== 0 ? DevPerm.WRITE : 0));
       }
       await this.mutex.lock();
@@ -670,6 +701,10 @@ export class Dmirror implements HmmMirror {
         driverLock: this.mutex,
         commit: (range) => this.#commit(range, write),
       });
+      // Broken on purpose (tests only): pins that nothing ever unpins.
+      if (this.#broken.pinFaulted === true) {
+        await this.process.pinUserPages(a, (next - a) / PAGE_SIZE, write ? Foll.WRITE : 0);
+      }
       a = next;
     }
   }
@@ -700,7 +735,7 @@ export class Dmirror implements HmmMirror {
       }
       vpns[i] = firstVpn + i;
       pfns[i] = hmmPfnToPfn(word);
-      perms[i] = DevPerm.READ | (writable ? DevPerm.WRITE : 0);
+      perms[i] = DevPerm.READ | (writable || this.#broken.writableOnRead === true ? DevPerm.WRITE : 0);
     }
     await this.#map(vpns, pfns, perms);
   }
@@ -732,6 +767,8 @@ export class Dmirror implements HmmMirror {
    */
   #invalidate(sub: MmuIntervalNotifier, range: MmuNotifierRange, curSeq: number): boolean | Promise<boolean> {
     if (range.owner === this.device && range.event === NotifyEvent.EXCLUSIVE) return true;
+    // Broken on purpose (tests only): every MIGRATE is taken for this device's own.
+    if (this.#broken.skipAllMigrate === true && range.event === NotifyEvent.MIGRATE) return true;
     if (range.owner === this.device && range.event === NotifyEvent.MIGRATE) {
       if (!range.blockable) {
         if (!this.mutex.tryLock()) return false;
@@ -747,7 +784,7 @@ export class Dmirror implements HmmMirror {
     }
     const lo = Math.max(Math.floor(range.start / PAGE_SIZE), this.#lowVpn);
     const hi = Math.min(Math.ceil(range.end / PAGE_SIZE), this.#highVpn + 1);
-    if (!range.blockable) {
+    if (!range.blockable && this.#broken.ignoreBlockable !== true) {
       if (!this.mutex.tryLock()) return false;
       try {
         if (lo < hi && this.#hasEntries(lo, hi)) return false;
@@ -767,7 +804,8 @@ export class Dmirror implements HmmMirror {
   ): Promise<boolean> {
     await this.mutex.lock();
     try {
-      mmuIntervalSetSeq(sub, curSeq);
+      if (this.#broken.skipSetSeq !== true) mmuIntervalSetSeq(sub, curSeq);
+      if (this.#broken.ignoreInvalidations === true) return true;
       // Recompute under the lock: a commit may have widened the span while we waited.
       const lo = Math.max(Math.floor(range.start / PAGE_SIZE), this.#lowVpn);
       const hi = Math.min(Math.ceil(range.end / PAGE_SIZE), this.#highVpn + 1);

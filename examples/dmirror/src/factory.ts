@@ -25,6 +25,7 @@ import type {
   TestDevice,
 } from '@hmm/conformance';
 import { Dmirror } from './dmirror.js';
+import type { DmirrorOptions } from './dmirror.js';
 import { DmirrorDevice } from './dmirror-device.js';
 import { DmirrorP2pExporter, DmirrorP2pImporter } from './dmirror-p2p.js';
 import type { DmirrorP2pImporterOptions } from './dmirror-p2p.js';
@@ -97,6 +98,10 @@ export function dmirrorTestDevice(dm: Dmirror): TestDevice {
 export interface DmirrorFactoryOptions {
   /** Options of every p2p importer (tests use them to build deliberately broken importers). */
   readonly p2pImporter?: DmirrorP2pImporterOptions;
+  /** Options of every mirror opened (tests use them to build deliberately broken mirrors). */
+  readonly mirror?: DmirrorOptions;
+  /** Called on each of the two dmirror devices once created (tests use it to break the device side). */
+  readonly patchDevice?: (device: DmirrorDevice) => void;
 }
 
 /** One machine and the variant's two dmirror devices per case (plus the far device for p2p). */
@@ -116,6 +121,7 @@ export function makeDmirrorFactory(opts: DmirrorFactoryOptions = {}): Conformanc
       DmirrorDevice.create(machine, names[0], { memory, pci: { topology, endpoint: bus.near[0] } }),
       DmirrorDevice.create(machine, names[1], { memory, pci: { topology, endpoint: bus.near[1] } }),
     ] as const;
+    for (const d of devices) opts.patchDevice?.(d);
     const far = DmirrorDevice.create(machine, 'hmm_dmirror_far', {
       memory,
       pci: { topology, endpoint: bus.far },
@@ -126,6 +132,7 @@ export function makeDmirrorFactory(opts: DmirrorFactoryOptions = {}): Conformanc
       barBytes: DMIRROR_BAR_PAGES * PAGE_SIZE,
     });
     bar.published = true;
+    const mirrorOpts = opts.mirror ?? {};
     const p2p: P2pTarget = {
       topology,
       createExporter: (pages) => Promise.resolve(new DmirrorP2pExporter(machine, devices[0], bar, pages)),
@@ -145,8 +152,8 @@ export function makeDmirrorFactory(opts: DmirrorFactoryOptions = {}): Conformanc
     };
     const target: ConformanceTarget = {
       machine,
-      open: async (process: Process, opts: OpenOptions = {}) =>
-        dmirrorTestDevice(await Dmirror.open(machine, devices[opts.device ?? 0], process)),
+      open: async (process: Process, o: OpenOptions = {}) =>
+        dmirrorTestDevice(await Dmirror.open(machine, devices[o.device ?? 0], process, mirrorOpts)),
       p2p,
       // Driver unload: every device gives its memory back (dmirror_device_remove_chunks), the BAR goes.
       teardown: () =>

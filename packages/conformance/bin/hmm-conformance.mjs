@@ -13,4 +13,4 @@ if (existsSync(dist)) {
   register();
   mod = await import(new URL('../src/cli.ts', import.meta.url).href);
 }
-process.exitCode = mod.main(process.argv.slice(2));
+process.exitCode = await mod.main(process.argv.slice(2));

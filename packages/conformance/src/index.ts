@@ -2,8 +2,8 @@
  * `@hmm/conformance`: the conformance suite for simulated HMM drivers: the catalogue of cases
  * (the kernel's `hmm-tests.c`, with stable ids and kernel references), the driver-independent
  * cases of the mirror, migrate (device memory), exclusive and peer-to-peer groups, a programmatic runner
- * ({@link runConformance}) and the
- * `hmm-conformance list` command. The vitest entry is `@hmm/conformance/vitest`
+ * ({@link runConformance}) with known-failure {@link Expectations}, its reports (text, JSON,
+ * JUnit XML) and the `hmm-conformance` command (`list`, `run <driver-module>`). The vitest entry is `@hmm/conformance/vitest`
  * (`defineConformanceSuite`); this entry does not import vitest.
  *
  * @packageDocumentation
@@ -48,12 +48,34 @@ export {
 } from './cases/index.js';
 export type { CaseContext, CaseFn, GroupName } from './cases/index.js';
 export {
+  CASE_STATUSES,
   DEFAULT_SEED,
   DEFAULT_SEEDS,
   caseTitle,
+  isErrorStatus,
   planCases,
   runConformance,
   runPlannedCase,
 } from './runner.js';
-export type { CaseResult, ConformanceReport, PlannedCase, RunOptions } from './runner.js';
-export { main as cliMain } from './cli.js';
+export type {
+  CaseResult,
+  CaseStatus,
+  ConformanceReport,
+  PlannedCase,
+  ProgressEvent,
+  ReportCounts,
+  RunOptions,
+} from './runner.js';
+export { expectationFor, expectationKey, validateExpectations } from './expectations.js';
+export type { Expectation, Expectations } from './expectations.js';
+export {
+  formatReport,
+  reportToJson,
+  reportToJunit,
+  reportToObject,
+  reproduceCommand,
+  summaryLine,
+  xmlEscape,
+} from './report.js';
+export type { CaseResultJson, ConformanceReportJson, FormatOptions } from './report.js';
+export { USAGE as CLI_USAGE, main as cliMain } from './cli.js';

@@ -6,6 +6,7 @@ import { CASES, P2P_CASES, findCase } from './catalog.js';
 import { ConformanceFailure, check, checkEqual, checkRejects } from './assert.js';
 import { IMPLEMENTATIONS } from './cases/index.js';
 import { planCases, runConformance } from './runner.js';
+import type { ProgressEvent } from './runner.js';
 import { SnapshotByte } from './target.js';
 import type { ConformanceFactory, TestDevice } from './target.js';
 
@@ -139,6 +140,120 @@ describe('runConformance', () => {
     // The first seed fails (READ data); the target built for the run itself has the base seed.
     expect(report.failed[0]!.error).toMatchObject({ caseId: 'hmm.anon_teardown', seed: 1 });
     expect(seeds).toEqual([1, 1]);
+  });
+});
+
+describe('runConformance with expectations, seeds and progress', () => {
+  const only = ['hmm.open_close', 'hmm.anon_read', 'hmm.anon_write'];
+
+  it('reports expected failures, unexpected passes (an error) and expected skips', async () => {
+    const seeds: number[] = [];
+    const events: ProgressEvent[] = [];
+    const report = await runConformance(
+      fakeFactory(seeds),
+      { name: 'fake', capabilities: ['mirror'] },
+      {
+        only,
+        seed: 5,
+        expectations: {
+          'hmm.anon_read': { expect: 'fail', reason: 'READ returns zeros' },
+          'hmm.open_close': { expect: 'fail', reason: 'stale' },
+          'hmm.anon_write [device-private]': { expect: 'skip', reason: 'not today' },
+        },
+        onProgress: (e) => events.push(e),
+      },
+    );
+    const status = Object.fromEntries(report.results.map((r) => [`${r.id} ${r.variant}`, r.status]));
+    expect(status).toEqual({
+      'hmm.open_close device-private': 'unexpected-pass',
+      'hmm.open_close device-coherent': 'skipped',
+      'hmm.anon_read device-private': 'expected-fail',
+      'hmm.anon_read device-coherent': 'skipped',
+      'hmm.anon_write device-private': 'expected-skip',
+      'hmm.anon_write device-coherent': 'skipped',
+    });
+    expect(report.ok).toBe(false);
+    expect(report.counts).toEqual({
+      total: 6,
+      passed: 0,
+      failed: 0,
+      'unexpected-pass': 1,
+      'expected-fail': 1,
+      'expected-skip': 1,
+      skipped: 3,
+    });
+    // The legacy lists hold exactly their status.
+    expect(report.passed).toEqual([]);
+    expect(report.failed).toEqual([]);
+    expect(report.skipped).toHaveLength(3);
+
+    const [stale, , xfail, , xskip] = report.results;
+    expect(stale).toMatchObject({ reason: 'stale', seed: 5 });
+    expect(stale!.contract).toBe(
+      "the case fails as the driver's expectation says ('stale'), but it passed: remove the stale expectation",
+    );
+    expect(stale!.error?.message).toMatch(
+      /^hmm\.open_close \[device-private\] \(hmm-tests\.c:open_close\) seed 5: /,
+    );
+    expect(xfail).toMatchObject({
+      reason: 'READ returns zeros',
+      contract: 'device READ data: int[2048] is 0, expected 2048',
+      seed: 5,
+    });
+    // A number (this fake costs no simulated time); null for what did not run.
+    expect(xfail!.simNs).toBeTypeOf('number');
+    expect(xskip).toMatchObject({ reason: 'not today', seed: null, simNs: null, error: null });
+    expect(report.skipped[0]).toMatchObject({ seed: null, simNs: null, contract: null });
+    // Only the two cases that ran built machines, both at the requested seed.
+    expect(seeds).toEqual([5, 5]);
+
+    // One started and one finished event per planned case, in plan order.
+    expect(events).toHaveLength(12);
+    expect(events[0]).toEqual({
+      type: 'case-started',
+      index: 0,
+      total: 6,
+      id: 'hmm.open_close',
+      variant: 'device-private',
+      runs: true,
+    });
+    expect(events.filter((e) => e.type === 'case-started' && !e.runs)).toHaveLength(4);
+    const finished = events.flatMap((e) => (e.type === 'case-finished' ? [e.result] : []));
+    expect(finished).toEqual(report.results);
+    expect(events.map((e) => `${e.type} ${e.index}`)).toEqual(
+      [0, 1, 2, 3, 4, 5].flatMap((i) => [`case-started ${i}`, `case-finished ${i}`]),
+    );
+  });
+
+  it('is ok when every failure is expected; an unexpected failure is not', async () => {
+    const expected = await runConformance(
+      fakeFactory(),
+      { name: 'fake', capabilities: ['mirror'] },
+      { only, expectations: { 'hmm.anon_read [device-private]': { expect: 'fail', reason: 'zeros' } } },
+    );
+    expect(expected.ok).toBe(true);
+    expect(expected.counts).toMatchObject({ passed: 2, 'expected-fail': 1, failed: 0 });
+    const plain = await runConformance(fakeFactory(), { name: 'fake', capabilities: ['mirror'] }, { only });
+    expect(plain.ok).toBe(false);
+    expect(plain.failed[0]).toMatchObject({ id: 'hmm.anon_read', status: 'failed', seed: 1, reason: null });
+    expect(plain.failed[0]!.contract).toBe(plain.failed[0]!.error!.contract);
+  });
+
+  it('rejects bad options before running anything', async () => {
+    const seeds: number[] = [];
+    const m = { name: 'fake', capabilities: ['mirror'] as const };
+    await expect(
+      runConformance(fakeFactory(seeds), m, {
+        expectations: { 'hmm.gone': { expect: 'fail', reason: 'x' } },
+      }),
+    ).rejects.toThrow("expectation 'hmm.gone' names no case");
+    await expect(runConformance(fakeFactory(seeds), m, { seed: 0 })).rejects.toThrow(
+      'seed must be a positive integer',
+    );
+    await expect(runConformance(fakeFactory(seeds), m, { seeds: 1.5 })).rejects.toThrow(
+      'seeds must be a positive integer',
+    );
+    expect(seeds).toEqual([]);
   });
 });
 

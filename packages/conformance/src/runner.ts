@@ -1,10 +1,14 @@
 /**
  * The programmatic runner: plans every catalogue case against a driver's manifest, runs the ones
- * it can and reports the rest as skipped with the reason. No test framework needed.
+ * it can and reports the rest as skipped with the reason. No test framework needed. Known failures
+ * are declared with {@link Expectations}; a case expected to fail that passes is an error.
  *
  * ```ts
- * const report = await runConformance(myFactory, { name: 'mine', capabilities: ['mirror'] });
- * if (report.failed.length > 0) console.error(report.failed.map((r) => r.error?.message));
+ * const report = await runConformance(myFactory, { name: 'mine', capabilities: ['mirror'] }, {
+ *   expectations: { 'hmm.anon_write_child': { expect: 'fail', reason: 'fork not handled yet' } },
+ *   onProgress: (e) => e.type === 'case-finished' && console.log(e.result.status, e.result.id),
+ * });
+ * if (!report.ok) console.error(formatReport(report));
  * ```
  *
  * @module
@@ -15,6 +19,8 @@ import type { Capability, CaseInfo, Variant } from './catalog.js';
 import { ConformanceFailure } from './assert.js';
 import { IMPLEMENTATIONS, groupOf } from './cases/index.js';
 import type { CaseFn, GroupName } from './cases/index.js';
+import { expectationFor, validateExpectations } from './expectations.js';
+import type { Expectations } from './expectations.js';
 import { setImporterWatch } from './reference/watch.js';
 import type { ImporterWatch } from './reference/watch.js';
 import type { ConformanceFactory, ConformanceManifest, ConformanceTarget, P2pTarget } from './target.js';
@@ -30,7 +36,56 @@ export interface RunOptions {
   readonly only?: readonly string[];
   /** Seeds for seed-exploring cases (default {@link DEFAULT_SEEDS}). */
   readonly seeds?: number;
+  /** First seed of every case (default {@link DEFAULT_SEED}); a failure's seed reproduces it. */
+  readonly seed?: number;
+  /** Known failures and cases not to run ({@link runConformance} only; validated, unknown ids throw). */
+  readonly expectations?: Expectations;
+  /** Called when each planned case starts and when it finishes ({@link runConformance} only). */
+  readonly onProgress?: (event: ProgressEvent) => void;
 }
+
+/**
+ * How a planned case ended: `passed`; `failed`; `skipped` (the driver lacks a capability, or the
+ * suite cannot run it); `expected-fail` (failed, as an expectation says: fine); `unexpected-pass`
+ * (an expectation says it fails, but it passed: an error, the expectation is stale);
+ * `expected-skip` (an expectation says not to run it: not run).
+ */
+export type CaseStatus =
+  'passed' | 'failed' | 'skipped' | 'expected-fail' | 'unexpected-pass' | 'expected-skip';
+
+/** Every {@link CaseStatus}, in report order. */
+export const CASE_STATUSES: readonly CaseStatus[] = [
+  'passed',
+  'failed',
+  'unexpected-pass',
+  'expected-fail',
+  'expected-skip',
+  'skipped',
+];
+
+/** Whether a case ending with `status` makes the run fail (`failed`, `unexpected-pass`). */
+export function isErrorStatus(status: CaseStatus): boolean {
+  return status === 'failed' || status === 'unexpected-pass';
+}
+
+/** What {@link RunOptions.onProgress} receives: one `case-started` then one `case-finished` per planned case. */
+export type ProgressEvent =
+  | {
+      readonly type: 'case-started';
+      /** 0-based position in the plan. */
+      readonly index: number;
+      readonly total: number;
+      readonly id: string;
+      readonly variant: Variant;
+      /** Whether it will run (false for a skip). */
+      readonly runs: boolean;
+    }
+  | {
+      readonly type: 'case-finished';
+      readonly index: number;
+      readonly total: number;
+      readonly result: CaseResult;
+    };
 
 /** One planned run of a case in a variant: runnable (`run`) or skipped (`reason`). */
 export interface PlannedCase {
@@ -51,18 +106,45 @@ export interface CaseResult {
   readonly kernelRef: string | null;
   readonly title: string;
   readonly variant: Variant;
-  readonly status: 'passed' | 'failed' | 'skipped';
-  /** Why it was skipped, or null. */
+  readonly status: CaseStatus;
+  /**
+   * Why it was skipped (the missing capability), or the expectation's reason (`expected-fail`,
+   * `unexpected-pass`, `expected-skip`); null otherwise.
+   */
   readonly reason: string | null;
-  /** The failure, or null. */
+  /**
+   * The failure (`failed`, `expected-fail`), or for `unexpected-pass` one saying the expectation is
+   * stale; null otherwise.
+   */
   readonly error: ConformanceFailure | null;
+  /** The contract broken (`error.contract`), or null. */
+  readonly contract: string | null;
+  /** The seed that reproduces the outcome (the failure's seed, else the run's first seed); null when not run. */
+  readonly seed: number | null;
+  /** Simulated time the case took (ns, summed over the machines it built); null when not run. */
+  readonly simNs: number | null;
 }
+
+/** Results per {@link CaseStatus}, and their total. */
+export type ReportCounts = Readonly<Record<CaseStatus, number>> & { readonly total: number };
 
 /** What {@link runConformance} returns. */
 export interface ConformanceReport {
   readonly driver: string;
+  /** The first seed of every case. */
+  readonly seed: number;
+  /** Seeds of the seed-exploring cases. */
+  readonly seeds: number;
+  /** Every planned case in plan order (catalogue order, then variant). */
+  readonly results: CaseResult[];
+  readonly counts: ReportCounts;
+  /** True when no case failed and no expectation went stale (the CLI's exit code 0). */
+  readonly ok: boolean;
+  /** The results with status `passed`. */
   readonly passed: CaseResult[];
+  /** The results with status `failed`. */
   readonly failed: CaseResult[];
+  /** The results with status `skipped`. */
   readonly skipped: CaseResult[];
 }
 
@@ -118,6 +200,16 @@ export async function runPlannedCase(
   factory: ConformanceFactory,
   opts: { readonly seed?: number; readonly seeds?: number } = {},
 ): Promise<void> {
+  const { failure } = await executePlannedCase(planned, factory, opts);
+  if (failure !== null) throw failure;
+}
+
+/** Runs one planned case; its failure (or null) and the simulated ns of its machines. */
+async function executePlannedCase(
+  planned: PlannedCase,
+  factory: ConformanceFactory,
+  opts: { readonly seed?: number; readonly seeds?: number },
+): Promise<{ failure: ConformanceFailure | null; simNs: number }> {
   const { info, variant, run } = planned;
   if (run === null)
     throw new Error(`@hmm/conformance: ${info.id} [${variant}] is skipped: ${planned.reason}`);
@@ -203,7 +295,8 @@ export async function runPlannedCase(
       failure ??= ConformanceFailure.from(e, where);
     }
   }
-  if (failure !== null) throw failure;
+  const simNs = targets.reduce((n, t) => n + t.machine.sched.now, 0);
+  return { failure, simNs };
 }
 
 /** A one-line title: `<id> [variant] (<kernelRef>)`. */
@@ -212,35 +305,96 @@ export function caseTitle(planned: PlannedCase): string {
   return `${planned.info.id} [${planned.variant}]${ref}`;
 }
 
+function checkSeed(name: string, v: number | undefined): void {
+  if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) {
+    throw new Error(`@hmm/conformance: ${name} must be a positive integer, got ${v}`);
+  }
+}
+
+/** The contract of an unexpected pass: the expectation went stale. */
+function stalePass(reason: string): string {
+  return `the case fails as the driver's expectation says ('${reason}'), but it passed: remove the stale expectation`;
+}
+
 /**
  * Runs the suite on the driver built by `factory`: every catalogue case (or `opts.only`) in each
- * variant, one after another, each on a fresh target. Never throws for a failing case: the report
- * lists it with its {@link ConformanceFailure}.
+ * variant, one after another, each on a fresh target, applying `opts.expectations`. Never throws
+ * for a failing case: the report lists it with its {@link ConformanceFailure}. Throws for bad
+ * options (an unknown case id, an invalid expectation, a seed that is not a positive integer).
  */
 export async function runConformance(
   factory: ConformanceFactory,
   manifest: ConformanceManifest,
   opts: RunOptions = {},
 ): Promise<ConformanceReport> {
-  const report: ConformanceReport = { driver: manifest.name, passed: [], failed: [], skipped: [] };
-  for (const planned of planCases(manifest, opts.only === undefined ? {} : { only: opts.only })) {
-    const base = {
-      id: planned.info.id,
-      kernelRef: planned.info.kernelRef,
-      title: planned.info.title,
-      variant: planned.variant,
-    };
+  checkSeed('seed', opts.seed);
+  checkSeed('seeds', opts.seeds);
+  if (opts.expectations !== undefined) validateExpectations(opts.expectations);
+  const seed = opts.seed ?? DEFAULT_SEED;
+  const seeds = opts.seeds ?? DEFAULT_SEEDS;
+  const plan = planCases(manifest, opts.only === undefined ? {} : { only: opts.only });
+  const results: CaseResult[] = [];
+  for (const [index, planned] of plan.entries()) {
+    const { info, variant } = planned;
+    const expectation = expectationFor(opts.expectations, info.id, variant);
+    const runs = planned.run !== null && expectation?.expect !== 'skip';
+    opts.onProgress?.({ type: 'case-started', index, total: plan.length, id: info.id, variant, runs });
+    const base = { id: info.id, kernelRef: info.kernelRef, title: info.title, variant };
+    const notRun = { error: null, contract: null, seed: null, simNs: null };
+    let result: CaseResult;
     if (planned.run === null) {
-      report.skipped.push({ ...base, status: 'skipped', reason: planned.reason, error: null });
-      continue;
+      result = { ...base, status: 'skipped', reason: planned.reason, ...notRun };
+    } else if (expectation?.expect === 'skip') {
+      result = { ...base, status: 'expected-skip', reason: expectation.reason, ...notRun };
+    } else {
+      const where = { caseId: info.id, kernelRef: info.kernelRef, variant, seed };
+      let failure: ConformanceFailure | null;
+      let simNs: number | null = null;
+      try {
+        ({ failure, simNs } = await executePlannedCase(planned, factory, { seed, seeds }));
+      } catch (e) {
+        failure = ConformanceFailure.from(e, where);
+      }
+      if (failure !== null) {
+        result = {
+          ...base,
+          status: expectation === null ? 'failed' : 'expected-fail',
+          reason: expectation?.reason ?? null,
+          error: failure,
+          contract: failure.contract,
+          seed: failure.seed ?? seed,
+          simNs,
+        };
+      } else if (expectation !== null) {
+        const error = new ConformanceFailure(stalePass(expectation.reason), where);
+        result = {
+          ...base,
+          status: 'unexpected-pass',
+          reason: expectation.reason,
+          error,
+          contract: error.contract,
+          seed,
+          simNs,
+        };
+      } else {
+        result = { ...base, status: 'passed', reason: null, error: null, contract: null, seed, simNs };
+      }
     }
-    try {
-      await runPlannedCase(planned, factory, opts.seeds === undefined ? {} : { seeds: opts.seeds });
-      report.passed.push({ ...base, status: 'passed', reason: null, error: null });
-    } catch (e) {
-      const error = e instanceof ConformanceFailure ? e : ConformanceFailure.from(e, {});
-      report.failed.push({ ...base, status: 'failed', reason: null, error });
-    }
+    results.push(result);
+    opts.onProgress?.({ type: 'case-finished', index, total: plan.length, result });
   }
-  return report;
+  const counts = { total: results.length } as Record<CaseStatus, number> & { total: number };
+  for (const st of CASE_STATUSES) counts[st] = results.filter((r) => r.status === st).length;
+  const only = (st: CaseStatus): CaseResult[] => results.filter((r) => r.status === st);
+  return {
+    driver: manifest.name,
+    seed,
+    seeds,
+    results,
+    counts,
+    ok: counts.failed === 0 && counts['unexpected-pass'] === 0,
+    passed: only('passed'),
+    failed: only('failed'),
+    skipped: only('skipped'),
+  };
 }

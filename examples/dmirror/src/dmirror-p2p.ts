@@ -23,12 +23,10 @@ import {
   MapFlag,
   mmuIntervalNotifierInsert,
   mmuIntervalNotifierRemove,
-  mmuIntervalReadBegin,
-  mmuIntervalReadRetry,
   mmuIntervalSetSeq,
   Mutex,
   P2pMapType,
-  p2pMap,
+  p2pMapLoop,
   p2pUnmap,
   PAGE_SIZE,
   Prot,
@@ -354,24 +352,17 @@ export class DmirrorP2pImporter {
 
   /** The device fault: `p2pMap` of the whole range, committed under the sequence protocol. */
   async #fault(write: boolean): Promise<void> {
-    const mm = this.process.mm;
-    const end = this.start + this.pages * PAGE_SIZE;
-    for (;;) {
-      const seq = await mmuIntervalReadBegin(this.#sub);
-      await mm.mmapLock.read();
-      let m: P2pMapping;
-      try {
-        m = await p2pMap(mm, this.start, end, this.#ref, write);
-      } finally {
-        mm.mmapLock.readUnlock();
-      }
-      this.maps++;
-      await this.#lock.lock();
-      try {
-        if (mmuIntervalReadRetry(this.#sub, seq)) {
-          p2pUnmap(m);
-          continue;
-        }
+    await p2pMapLoop({
+      notifier: this.#sub,
+      start: this.start,
+      end: this.start + this.pages * PAGE_SIZE,
+      importer: this.#ref,
+      write,
+      driverLock: this.#lock,
+      onMap: () => {
+        this.maps++;
+      },
+      commit: async (m) => {
         this.#giveBack();
         this.mapping = m;
         const perm = m.writable ? DevPerm.READ | DevPerm.WRITE : DevPerm.READ;
@@ -379,11 +370,8 @@ export class DmirrorP2pImporter {
         await this.device.queue
           .submit({ op: 'map', asid: this.asid, vpns, pfns: Array.from(m.pfns), perms: vpns.map(() => perm) })
           .wait();
-        return;
-      } finally {
-        this.#lock.unlock();
-      }
-    }
+      },
+    });
   }
 
   #checkRange(addr: number, len: number): void {

@@ -40,22 +40,24 @@ async function faultUmem(
   const write = mr.writable && (flags & PfFlags.DOWNGRADE) === 0;
   const res = await umem.mapDmaAndLock(start, end, write, (flags & PfFlags.SNAPSHOT) === 0);
   try {
-    const vpns: number[] = [];
-    const pfns: number[] = [];
-    const perms: number[] = [];
+    // The UMR's entries, struct of arrays: the valid pages of the range.
+    const vpns = new Float64Array(res.count);
+    const pfns = new Int32Array(res.count);
+    const perms = new Uint8Array(res.count);
     const base = umem.start / PAGE_SIZE;
+    let n = 0;
     for (let i = 0; i < res.count; i++) {
       const k = res.first + i;
       const d = umem.dma[k]!;
       if (d === 0) continue;
-      vpns.push(base + k);
-      pfns.push(umem.pfns[k]!);
-      perms.push(permOf((d & OdpDma.WRITE) !== 0));
+      vpns[n] = base + k;
+      pfns[n] = umem.pfns[k]!;
+      perms[n++] = permOf((d & OdpDma.WRITE) !== 0);
     }
-    await mr.umr(vpns, pfns, perms);
-    if ((flags & PfFlags.PREFETCH) !== 0) mr.stats.prefetchedPages += vpns.length;
-    else if ((flags & PfFlags.SNAPSHOT) === 0) mr.stats.faults += vpns.length;
-    return vpns.length;
+    await mr.umr(vpns.subarray(0, n), pfns.subarray(0, n), perms.subarray(0, n));
+    if ((flags & PfFlags.PREFETCH) !== 0) mr.stats.prefetchedPages += n;
+    else if ((flags & PfFlags.SNAPSHOT) === 0) mr.stats.faults += n;
+    return n;
   } finally {
     umem.mutex.unlock();
   }

@@ -15,17 +15,14 @@
  * @module
  */
 import {
-  HMM_RANGE_DEFAULT_TIMEOUT_NS,
   HmmError,
   Mutex,
   PAGE_SIZE,
   hex,
   mmuIntervalNotifierInsert,
   mmuIntervalNotifierRemove,
-  mmuIntervalReadBegin,
-  mmuIntervalReadRetry,
   mmuIntervalSetSeq,
-  p2pMap,
+  p2pMapLoop,
   p2pUnmap,
 } from '@hmm/core';
 import type { MmuIntervalNotifier, P2pImporterRef, P2pMapping } from '@hmm/core';
@@ -98,29 +95,18 @@ export class PeerMr extends Mlx5Mr {
   async pagefault(_va: number, _bytes: number, flags: number): Promise<number> {
     if (this.destroyed) throw new HmmError('EINVAL', `mlx5: fault on deregistered MR ${hex(this.lkey)}`);
     if ((flags & PfFlags.SNAPSHOT) !== 0) return 0; // nothing is "present" for peer memory before a map
-    const mm = this.pd.process.mm;
-    const sched = mm.ctx.sched;
-    const deadline = sched.now + HMM_RANGE_DEFAULT_TIMEOUT_NS;
     if ((flags & PfFlags.PREFETCH) === 0) this.stats.faultEvents++;
-    for (;;) {
-      if (sched.now > deadline) {
-        throw new HmmError('EBUSY', `mlx5: peer MR ${hex(this.lkey)} kept being moved for 1 s`);
-      }
-      const seq = await mmuIntervalReadBegin(this.#sub);
-      await mm.mmapLock.read();
-      let m: P2pMapping;
-      try {
-        m = await p2pMap(mm, this.#pageStart, this.#pageEnd, this.#ref, this.writable);
-      } finally {
-        mm.mmapLock.readUnlock();
-      }
-      this.maps++;
-      await this.#lock.lock();
-      try {
-        if (mmuIntervalReadRetry(this.#sub, seq)) {
-          p2pUnmap(m);
-          continue;
-        }
+    const m = await p2pMapLoop({
+      notifier: this.#sub,
+      start: this.#pageStart,
+      end: this.#pageEnd,
+      importer: this.#ref,
+      write: this.writable,
+      driverLock: this.#lock,
+      onMap: () => {
+        this.maps++;
+      },
+      commit: async (m) => {
         if (this.mapping !== null) {
           await this.zapAll();
           p2pUnmap(this.mapping);
@@ -129,14 +115,14 @@ export class PeerMr extends Mlx5Mr {
         const n = m.pfns.length;
         const vpns = new Float64Array(n);
         for (let i = 0; i < n; i++) vpns[i] = this.#pageStart / PAGE_SIZE + i;
+        // A read-only MR maps read-only even when the exporter would allow writes.
         await this.umr(vpns, m.pfns, new Uint8Array(n).fill(permOf(m.writable && this.writable)));
-        if ((flags & PfFlags.PREFETCH) !== 0) this.stats.prefetchedPages += n;
-        else this.stats.faults += n;
-        return n;
-      } finally {
-        this.#lock.unlock();
-      }
-    }
+      },
+    });
+    const n = m.pfns.length;
+    if ((flags & PfFlags.PREFETCH) !== 0) this.stats.prefetchedPages += n;
+    else this.stats.faults += n;
+    return n;
   }
 
   async dereg(): Promise<void> {

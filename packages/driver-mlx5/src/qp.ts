@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { HmmError, PAGE_SIZE, PG, hex, isHmmError, p2pdmaResourceOf } from '@hmm/core';
+import { HmmError, PAGE_SIZE, hex, isHmmError } from '@hmm/core';
 import type { Mlx5Cq, WcOpcode, WcStatusName } from './cq.js';
 import { WcStatus } from './cq.js';
 import { PfFlag, PfKind } from './eq.js';
@@ -91,21 +91,6 @@ class TransportError {
 }
 
 const RNR = -2;
-
-/** Simulated ns for `hca` to DMA `bytes` of frame `pfn` over PCIe (0 without a PCI position). */
-function dmaNs(hca: Mlx5Hca, pfn: number, bytes: number): number {
-  const pci = hca.pci;
-  if (pci === null) return 0;
-  const ctx = hca.machine.mm;
-  const res = p2pdmaResourceOf(ctx, pfn);
-  if (res !== undefined) {
-    if (res.provider === pci.endpoint) return 0;
-    const gbs = pci.topology.pathGBs(res.provider, pci.endpoint);
-    return bytes / (gbs > 0 ? gbs : pci.topology.systemGBs(pci.endpoint) / 2);
-  }
-  if ((ctx.mem.flags[pfn]! & PG.ZONE_DEVICE) !== 0) return 0;
-  return bytes / pci.topology.systemGBs(pci.endpoint);
-}
 
 /** One RC queue pair. */
 export class Mlx5Qp {
@@ -363,7 +348,9 @@ export class Mlx5Qp {
       const chunk = Math.min(hca.mtu, len - off, PAGE_SIZE - (la % PAGE_SIZE), PAGE_SIZE - (ra % PAGE_SIZE));
       const lvpn = Math.floor(la / PAGE_SIZE);
       const rvpn = Math.floor(ra / PAGE_SIZE);
-      const lpfn = await this.#localTranslate(lmr, lvpn, la, read, len - off);
+      // Hit: no await. Miss: the WQE page fault.
+      let lpfn = lmr.translate(lvpn, read);
+      if (lpfn < 0) lpfn = await this.#localTranslate(lmr, lvpn, la, read, len - off);
       const rpfn = peer.#responderTranslate(rmr, rvpn, ra, !read, len - off, unknownLength);
       if (rpfn === RNR) {
         rnrLeft = await this.#rnr(peer, rnrLeft, 'page fault at the responder');
@@ -390,7 +377,11 @@ export class Mlx5Qp {
       this.stats.packets++;
       hca.counters.wireBytes += chunk;
       off += chunk;
-      const ns = Math.max(chunk / hca.wireGBs, dmaNs(hca, lpfn, chunk), dmaNs(peer.hca, rpfn, chunk));
+      const ns = Math.max(
+        chunk / hca.wireGBs,
+        hca.device.busNs(lpfn, chunk),
+        peer.hca.device.busNs(rpfn, chunk),
+      );
       await hca.machine.sched.sleep(ns);
     }
     if (recv !== null) peer.recvCq.push(peer.#wc(recv.wrId, 'RECV', WcStatus.SUCCESS, len, null));

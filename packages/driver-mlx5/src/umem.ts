@@ -10,23 +10,10 @@
  *
  * @module
  */
-import { Foll, HmmError, PAGE_SIZE, Pte, hex, pinUserPages, unpinUserPages } from '@hmm/core';
-import type { MmStruct } from '@hmm/core';
+import { Foll, HmmError, PAGE_SIZE, hex, pinUserPages, unpinUserPages } from '@hmm/core';
 import { Mlx5Mr, accessWritable, permOf } from './mr.js';
 import type { MrKind } from './mr.js';
 import type { Mlx5Pd } from './pd.js';
-
-/** Pages of `[start, start + n pages)` whose PTE is present now. */
-function presentPages(mm: MmStruct, start: number, n: number): number {
-  const arena = mm.ctx.arena;
-  let present = 0;
-  const vpn0 = start / PAGE_SIZE;
-  for (let i = 0; i < n; i++) {
-    const slot = mm.pgtable.lookup(vpn0 + i);
-    if (slot >= 0 && (arena.pteFlags[slot]! & Pte.PRESENT) !== 0) present++;
-  }
-  return present;
-}
 
 /** A pinned MR. */
 export class PinnedMr extends Mlx5Mr {
@@ -61,7 +48,8 @@ export class PinnedMr extends Mlx5Mr {
     const s = Math.floor(start / PAGE_SIZE) * PAGE_SIZE;
     const n = Math.ceil((start + length) / PAGE_SIZE) - s / PAGE_SIZE;
     const t0 = m.sched.now;
-    const present = presentPages(mm, s, n);
+    // Pages the pin faults in show as new resident pages: no walk of the range beforehand.
+    const rssBefore = mm.rssPages;
     const writable = accessWritable(access);
     let pfns: Int32Array;
     try {
@@ -75,8 +63,9 @@ export class PinnedMr extends Mlx5Mr {
       }
       throw e;
     }
+    const faulted = Math.max(0, mm.rssPages - rssBefore);
     const cost = m.cost.rdma;
-    await m.sched.sleep(present * cost.regPinPerPageNs + (n - present) * cost.regPinFaultInPerPageNs);
+    await m.sched.sleep((n - faulted) * cost.regPinPerPageNs + faulted * cost.regPinFaultInPerPageNs);
     const mr = new PinnedMr(pd, start, length, access, pfns, 0);
     const vpns = new Float64Array(n);
     const perms = new Uint8Array(n).fill(permOf(writable));

@@ -13,10 +13,8 @@ import {
   SimDevice,
   mmuIntervalNotifierInsert,
   mmuIntervalNotifierRemove,
-  mmuIntervalReadBegin,
-  mmuIntervalReadRetry,
   mmuIntervalSetSeq,
-  p2pMap,
+  p2pMapLoop,
   p2pUnmap,
 } from '@hmm/core';
 import type {
@@ -118,25 +116,17 @@ export class ReferenceP2pImporter implements P2pImporterHandle {
 
   /** The device fault: `p2pMap` of the whole range, committed under the sequence protocol. */
   async #fault(write: boolean): Promise<void> {
-    const mm = this.process.mm;
-    const end = this.start + this.pages * PAGE_SIZE;
-    for (;;) {
-      const seq = await mmuIntervalReadBegin(this.#sub);
-      await mm.mmapLock.read();
-      let m: P2pMapping;
-      try {
-        m = await p2pMap(mm, this.start, end, this.#ref, write);
-      } finally {
-        mm.mmapLock.readUnlock();
-      }
-      this.maps++;
-      await this.#lock.lock();
-      try {
-        if (mmuIntervalReadRetry(this.#sub, seq)) {
-          // Invalidated meanwhile: the frames may be gone already; ask again.
-          p2pUnmap(m);
-          continue;
-        }
+    await p2pMapLoop({
+      notifier: this.#sub,
+      start: this.start,
+      end: this.start + this.pages * PAGE_SIZE,
+      importer: this.#ref,
+      write,
+      driverLock: this.#lock,
+      onMap: () => {
+        this.maps++;
+      },
+      commit: async (m) => {
         this.#giveBack();
         this.mapping = m;
         const perm = m.writable ? DevPerm.READ | DevPerm.WRITE : DevPerm.READ;
@@ -144,11 +134,8 @@ export class ReferenceP2pImporter implements P2pImporterHandle {
         await this.device.queue
           .submit({ op: 'map', asid: this.asid, vpns, pfns: Array.from(m.pfns), perms: vpns.map(() => perm) })
           .wait();
-        return;
-      } finally {
-        this.#lock.unlock();
-      }
-    }
+      },
+    });
   }
 
   #checkRange(addr: number, len: number): void {

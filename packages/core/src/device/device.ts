@@ -326,7 +326,7 @@ export class SimDevice implements CommandQueueHost {
       const n = Math.min(PAGE_SIZE - off, end - pos);
       const pfn = this.#lookup(asid, vpn, need) ?? (await this.#fault(asid, vpn, kind, need));
       this.#touch(asid, vpn, pfn, kind);
-      if (this.pci !== null) busNs += this.#busNs(pfn, n);
+      busNs += this.busNs(pfn, n);
       if (out !== null) {
         content.read(pfn, off, out, pos - addr, n);
         this.#bytesRead += n;
@@ -340,9 +340,15 @@ export class SimDevice implements CommandQueueHost {
     return out ?? undefined;
   }
 
-  /** Simulated ns to move `bytes` of frame `pfn` over the bus to or from this device. */
-  #busNs(pfn: number, bytes: number): number {
-    const { topology, endpoint } = this.pci!;
+  /**
+   * Simulated ns to move `bytes` of frame `pfn` over the bus to or from this device, by path: another
+   * device's BAR at the peer path's bandwidth (staged through system memory at half the link rate
+   * without a peer path), system memory at the link rate, this device's own memory free. 0 without
+   * a PCI position. Engines that move data themselves (a NIC's packets, a GPU's jobs) price with it.
+   */
+  busNs(pfn: number, bytes: number): number {
+    if (this.pci === null) return 0;
+    const { topology, endpoint } = this.pci;
     const res = p2pdmaResourceOf(this.ctx, pfn);
     if (res !== undefined) {
       if (res.provider === endpoint) return 0;

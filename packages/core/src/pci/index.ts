@@ -24,4 +24,6 @@ export {
 } from './p2pdma.js';
 export type { P2pdmaResourceDesc } from './p2pdma.js';
 export { p2pMap, p2pUnmap, p2pMappingLive } from './p2p-map.js';
+export { p2pMapLoop } from './p2p-map-loop.js';
+export type { P2pMapLoopArgs } from './p2p-map-loop.js';
 export type { P2pExporterOps, P2pImporter } from './p2p-map.js';

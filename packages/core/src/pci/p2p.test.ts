@@ -10,7 +10,17 @@ import { TestP2pExporter } from '../testing/p2p-exporter.js';
 import { TestP2pImporter } from '../testing/p2p-importer.js';
 import type { Machine } from '../system/machine.js';
 import { findP2pmem, hasP2pmem, p2pTransferNs, p2pdmaAddResource } from './p2pdma.js';
-import { p2pMap, p2pUnmap } from './p2p-map.js';
+import { p2pMap, p2pMappingLive, p2pUnmap } from './p2p-map.js';
+import { p2pMapLoop } from './p2p-map-loop.js';
+import { Mutex } from '../sim/locks.js';
+import {
+  mmuIntervalNotifierInsert,
+  mmuIntervalNotifierRemove,
+  mmuIntervalSetSeq,
+} from '../hmm/mmu-interval-notifier.js';
+import type { P2pMapping } from '../mm/vma.js';
+import { NotifyEvent } from '../mm/mmu-notifier-hooks.js';
+import { HMM_RANGE_MAX_RETRIES } from '../hmm/hmm-range-fault-loop.js';
 import { P2pMapType, PciTopology } from './topology.js';
 
 /** Two host bridges; below the first a switch with a GPU and a NIC, and a NIC on its own root port. */
@@ -285,5 +295,108 @@ describe('vm_ops->open', () => {
     ]);
     await p.exit();
     expect(exp.vmas.size).toBe(0);
+  });
+});
+
+describe('p2pMapLoop', () => {
+  it('commits once, after giving back a mapping that an invalidation made stale', async () => {
+    const { m, p } = setup();
+    const { t, gpu, nic } = topo(m);
+    const bar = p2pdmaAddResource(m.mm, t, gpu, { bar: 1, barBytes: 16 * P });
+    const exp = new TestP2pExporter(m, t, gpu, bar, 4);
+    const a = await exp.mmap(p);
+    const lock = new Mutex(m.sched, 'importer');
+    const sub = mmuIntervalNotifierInsert(p.mm, a, 4 * P, {
+      invalidate: async (s, _range, seq) => {
+        await lock.lock();
+        mmuIntervalSetSeq(s, seq);
+        lock.unlock();
+        return true;
+      },
+    });
+    const maps: P2pMapping[] = [];
+    const committed: P2pMapping[] = [];
+    const got = await m.sched.runTask('fault', () =>
+      p2pMapLoop({
+        notifier: sub,
+        start: a,
+        end: a + 4 * P,
+        importer: { name: 'nic', pci: nic },
+        write: false,
+        driverLock: lock,
+        onMap: (mp) => maps.push(mp),
+        commit: (mp) => {
+          expect(lock.isLocked).toBe(true);
+          committed.push(mp);
+        },
+      }),
+    );
+    // The first p2pMap placed the object in the BAR, whose move revoked the range: that mapping was
+    // given back and the loop asked again.
+    expect(maps).toHaveLength(2);
+    expect(p2pMappingLive(maps[0]!)).toBe(false);
+    expect(committed).toEqual([got]);
+    expect(p2pMappingLive(got)).toBe(true);
+    expect(got.type).toBe(P2pMapType.BUS_ADDR);
+    p2pUnmap(got);
+    await m.sched.runTask('teardown', async () => {
+      await mmuIntervalNotifierRemove(sub);
+      await exp.teardown();
+    });
+    expect(m.mm.mem.allocatedDeviceFrames()).toEqual([]);
+  });
+
+  it('gives up with EBUSY, holding no mapping, once the budget is spent', async () => {
+    const { m, p } = setup();
+    const { t, gpu, nic } = topo(m);
+    const bar = p2pdmaAddResource(m.mm, t, gpu, { bar: 1, barBytes: 16 * P });
+    const exp = new TestP2pExporter(m, t, gpu, bar, 4);
+    const a = await exp.mmap(p);
+    const lock = new Mutex(m.sched, 'importer');
+    const sub = mmuIntervalNotifierInsert(p.mm, a, 4 * P, {
+      invalidate: (s, _range, seq) => {
+        mmuIntervalSetSeq(s, seq);
+        return true;
+      },
+    });
+    const maps: P2pMapping[] = [];
+    const err = await m.sched.runTask('fault', () =>
+      p2pMapLoop({
+        notifier: sub,
+        start: a,
+        end: a + 4 * P,
+        importer: { name: 'nic', pci: nic },
+        write: false,
+        driverLock: lock,
+        // Every map is followed by an invalidation of the range (a livelocking exporter); no
+        // simulated time passes, so the retry bound ends the loop.
+        onMap: (mp) => {
+          maps.push(mp);
+          const range = {
+            mm: p.mm,
+            start: a,
+            end: a + 4 * P,
+            event: NotifyEvent.CLEAR,
+            blockable: false,
+            owner: null,
+          };
+          expect(p.mm.notifier!.invalidateRangeStartNonblock(range)).toBe(true);
+          p.mm.notifier!.invalidateRangeEnd(range);
+        },
+        commit: () => {
+          throw new Error('nothing may be committed');
+        },
+      }).then(
+        () => null,
+        (e: unknown) => e,
+      ),
+    );
+    expect(err).toMatchObject({ code: 'EBUSY' });
+    expect(maps).toHaveLength(HMM_RANGE_MAX_RETRIES);
+    expect(maps.every((mp) => !p2pMappingLive(mp))).toBe(true);
+    await m.sched.runTask('teardown', async () => {
+      await mmuIntervalNotifierRemove(sub);
+      await exp.teardown();
+    });
   });
 });

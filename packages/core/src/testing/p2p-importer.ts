@@ -11,15 +11,14 @@ import { SimDevice } from '../device/device.js';
 import {
   mmuIntervalNotifierInsert,
   mmuIntervalNotifierRemove,
-  mmuIntervalReadBegin,
-  mmuIntervalReadRetry,
   mmuIntervalSetSeq,
 } from '../hmm/mmu-interval-notifier.js';
 import type { MmuIntervalNotifier } from '../hmm/mmu-interval-notifier.js';
 import { PAGE_SIZE } from '../mm/constants.js';
 import type { Process } from '../mm/process.js';
 import type { P2pMapping } from '../mm/vma.js';
-import { p2pMap, p2pUnmap } from '../pci/p2p-map.js';
+import { p2pUnmap } from '../pci/p2p-map.js';
+import { p2pMapLoop } from '../pci/p2p-map-loop.js';
 import type { PciEndpoint } from '../pci/topology.js';
 import { Mutex } from '../sim/locks.js';
 import type { Machine } from '../system/machine.js';
@@ -70,43 +69,30 @@ export class TestP2pImporter {
   }
 
   private async fault(write: boolean): Promise<void> {
-    const mm = this.p.mm;
-    for (;;) {
-      const seq = await mmuIntervalReadBegin(this.sub);
-      await mm.mmapLock.read();
-      let m: P2pMapping;
-      try {
-        m = await p2pMap(
-          mm,
-          this.start,
-          this.start + this.pages * PAGE_SIZE,
-          { name: this.name, pci: this.pci },
-          write,
-        );
-      } finally {
-        mm.mmapLock.readUnlock();
-      }
-      this.maps++;
-      await this.lock.lock();
-      if (mmuIntervalReadRetry(this.sub, seq)) {
-        this.lock.unlock();
-        p2pUnmap(m);
-        continue;
-      }
-      if (this.mapping !== null) p2pUnmap(this.mapping);
-      this.mapping = m;
-      const vpns: number[] = [];
-      const perms: number[] = [];
-      for (let i = 0; i < this.pages; i++) {
-        vpns.push(this.start / PAGE_SIZE + i);
-        perms.push(m.writable ? DevPerm.READ | DevPerm.WRITE : DevPerm.READ);
-      }
-      await this.device.queue
-        .submit({ op: 'map', asid: this.asid, vpns, pfns: Array.from(m.pfns), perms })
-        .wait();
-      this.lock.unlock();
-      return;
-    }
+    await p2pMapLoop({
+      notifier: this.sub,
+      start: this.start,
+      end: this.start + this.pages * PAGE_SIZE,
+      importer: { name: this.name, pci: this.pci },
+      write,
+      driverLock: this.lock,
+      onMap: () => {
+        this.maps++;
+      },
+      commit: async (m) => {
+        if (this.mapping !== null) p2pUnmap(this.mapping);
+        this.mapping = m;
+        const vpns: number[] = [];
+        const perms: number[] = [];
+        for (let i = 0; i < this.pages; i++) {
+          vpns.push(this.start / PAGE_SIZE + i);
+          perms.push(m.writable ? DevPerm.READ | DevPerm.WRITE : DevPerm.READ);
+        }
+        await this.device.queue
+          .submit({ op: 'map', asid: this.asid, vpns, pfns: Array.from(m.pfns), perms })
+          .wait();
+      },
+    });
   }
 
   /** The device reads `len` bytes at `addr` (faulting the mapping in through `p2pMap`). */

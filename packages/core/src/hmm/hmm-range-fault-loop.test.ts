@@ -164,4 +164,45 @@ describe('hmmRangeFaultLoop', () => {
     );
     expect(commits).toBe(1);
   });
+
+  it('the race-injection point runs after the walk: an invalidation there makes the loop walk again', async () => {
+    const m = new Machine({ ramBytes: 64 * P, swapBytes: 0 });
+    const p = m.createProcess();
+    const a = await p.mmap({
+      length: 2 * P,
+      prot: Prot.READ | Prot.WRITE,
+      flags: MapFlag.PRIVATE | MapFlag.ANONYMOUS,
+    });
+    await p.fill(a, 2 * P, 7);
+    const lock = new Mutex(m.sched, 'driver');
+    let invalidations = 0;
+    const sub = mmuIntervalNotifierInsert(p.mm, a, 2 * P, {
+      invalidate: (s, _r, seq) => (invalidations++, mmuIntervalSetSeq(s, seq), true),
+    });
+    const walks: number[] = [];
+    m.mm.onRangeFaultDone = async (range) => {
+      walks.push(range.notifierSeq);
+      // Lands after the walk's last sequence check: hmm_range_fault still returns success.
+      if (walks.length === 1) await p.madvise(a, P, Madv.DONTNEED);
+    };
+    const committed: number[] = [];
+    await m.sched.runTask('w', () =>
+      hmmRangeFaultLoop({
+        notifier: sub,
+        start: a,
+        end: a + 2 * P,
+        driverLock: lock,
+        defaultFlags: HmmPfn.REQ_FAULT,
+        commit: (r) => void committed.push(hmmPfnToPfn(r.hmmPfns[0]!)),
+      }),
+    );
+    m.mm.onRangeFaultDone = null;
+    expect(walks).toHaveLength(2); // the first walk's result was thrown away by read_retry
+    expect(invalidations).toBe(1);
+    expect(committed).toHaveLength(1);
+    // What was committed is what the CPU maps now (the zero page after DONTNEED), not the old frame.
+    expect(committed[0]).toBe(
+      p.mm.pgtable.lookup(a / P) < 0 ? -1 : m.mm.arena.pteVal[p.mm.pgtable.lookup(a / P)],
+    );
+  });
 });

@@ -238,6 +238,8 @@ export async function hmmRangeFault(range: HmmRange): Promise<void> {
       }
     }
   }
+  const inject = ctx.onRangeFaultDone;
+  if (inject !== null) await inject(range);
 }
 
 /** Fills words [from, to) with ERROR, or throws EFAULT if one of them requires a fault. Returns `to`. */

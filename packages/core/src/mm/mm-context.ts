@@ -6,6 +6,7 @@
  * @module
  */
 import { HmmError } from '../errors/errno.js';
+import type { HmmRange } from '../hmm/hmm-range-fault.js';
 import type { CostModel } from '../sim/cost-model.js';
 import type { Scheduler } from '../sim/scheduler.js';
 import type { TraceBus } from '../sim/trace.js';
@@ -48,6 +49,15 @@ export class MmContext {
    * destination frame). Installed by the sanitizer to check migrated data; null when unused.
    */
   onMigratePage: ((srcPfn: number, dstPfn: number) => void) | null = null;
+  /**
+   * Race injection (test instrumentation; no kernel counterpart): awaited by `hmmRangeFault` after a
+   * walk that succeeded, in the caller's task, with the caller's mmap lock still held for read. What
+   * it does lands after the walk's last sequence check and before the caller's
+   * `mmu_interval_read_retry`: the window the interval-notifier sequence protocol exists for. The
+   * conformance suite's race group installs it to invalidate there. It may take the mmap lock for
+   * read (MADV_DONTNEED, a CPU fault), never for write. null when unused.
+   */
+  onRangeFaultDone: ((range: HmmRange) => Promise<void>) | null = null;
   /** Called when `memunmapPages` refuses because frames are still in use (sanitizer hook); null when unused. */
   onMemunmapBusy: ((pgmap: DevPagemap, frames: readonly number[]) => void) | null = null;
   /** Sleepers on frame locks (the kernel's hashed folio wait table, as one queue). */

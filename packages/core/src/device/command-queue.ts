@@ -254,6 +254,7 @@ export class CommandQueue {
       );
       const job = this.#ring[this.#head];
       if (job === undefined) return; // stopped and drained
+      const began = sched.now;
       const ns = this.#latencyOf(job.cmd);
       if (ns > 0) await sched.sleep(ns);
       const entries = this.#apply(job.cmd);
@@ -263,7 +264,7 @@ export class CommandQueue {
         this.#head = 0;
       }
       this.#completed++;
-      this.#trace(job, entries);
+      this.#trace(job, entries, began);
       job.fence.signal();
     }
   }
@@ -299,12 +300,25 @@ export class CommandQueue {
     }
   }
 
-  #trace(job: Job, entries: number): void {
+  #trace(job: Job, entries: number, began: number): void {
     const host = this.#host;
     const bus = host.ctx.trace;
     const cmd = job.cmd;
     bus.count(`device.cmd.${cmd.op}`);
     if (!bus.enabled('device.cmd')) return;
+    let minVpn: number | null = null;
+    let maxVpn: number | null = null;
+    if (cmd.op === 'map') {
+      const vpns = cmd.vpns;
+      for (let i = 0; i < vpns.length; i++) {
+        const v = vpns[i]!;
+        if (minVpn === null || v < minVpn) minVpn = v;
+        if (maxVpn === null || v > maxVpn) maxVpn = v;
+      }
+    } else if (cmd.op === 'unmap' && cmd.endVpn > cmd.startVpn) {
+      minVpn = cmd.startVpn;
+      maxVpn = cmd.endVpn - 1;
+    }
     bus.emit({
       type: 'device.cmd',
       ts: host.ctx.sched.now,
@@ -316,6 +330,9 @@ export class CommandQueue {
       entries,
       startVpn: cmd.op === 'unmap' ? cmd.startVpn : null,
       endVpn: cmd.op === 'unmap' ? cmd.endVpn : null,
+      began,
+      minVpn,
+      maxVpn,
     });
   }
 

@@ -20,6 +20,7 @@ import type { CostModel } from '../sim/cost-model.js';
 import { bandwidthNs, dmaTransferNs } from '../sim/cost-model.js';
 import { Mutex } from '../sim/locks.js';
 import type { Scheduler } from '../sim/scheduler.js';
+import './trace-events.js';
 
 /** One page as a copy endpoint. */
 export interface CopyPage {
@@ -45,12 +46,19 @@ export interface CopyEngineOptions {
   readonly name?: string;
   /** Bus peak bandwidth in GB/s (default `link.pcie4PeakGBs`). */
   readonly linkGBs?: number;
+  /**
+   * Id of the device the engine belongs to, for traces (`device.copy`); default none (a trace
+   * exporter then matches the engine to a device by its name's prefix, see `toChromeTrace`).
+   */
+  readonly device?: number;
 }
 
 /** One copy engine. */
 export class CopyEngine {
   readonly name: string;
   readonly linkGBs: number;
+  /** Device id for traces, or null. */
+  readonly device: number | null;
   private readonly lock: Mutex;
   private failAfter = -1;
   private _bytes = 0;
@@ -64,6 +72,7 @@ export class CopyEngine {
   ) {
     this.name = opts.name ?? 'copy-engine';
     this.linkGBs = opts.linkGBs ?? cost.link.pcie4PeakGBs;
+    this.device = opts.device ?? null;
     if (!(Number.isFinite(this.linkGBs) && this.linkGBs > 0)) {
       throw new HmmError(
         'EINVAL',
@@ -119,6 +128,19 @@ export class CopyEngine {
       this.failAfter = -1;
       const n = fail >= 0 ? Math.min(fail, src.length) : src.length;
       const ns = this.transferNs(n, dir);
+      const bus = this.sched.trace;
+      if (bus.enabled('device.copy')) {
+        bus.emit({
+          type: 'device.copy',
+          ts: this.sched.now,
+          engine: this.name,
+          device: this.device,
+          dir,
+          pages: src.length,
+          copied: n,
+          ns,
+        });
+      }
       if (ns > 0) await this.sched.sleep(ns);
       for (let i = 0; i < n; i++) dst[i]!.store.copyPageFrom(src[i]!.store, src[i]!.index, dst[i]!.index);
       this._bytes += n * PAGE_SIZE;

@@ -6,6 +6,7 @@
  * @module
  */
 import type { DeviceCommandOp } from './command-queue.js';
+import type { CopyDirection } from './copy-engine.js';
 import type { DeviceAccessKind } from './device.js';
 
 declare module '../sim/trace.js' {
@@ -13,7 +14,10 @@ declare module '../sim/trace.js' {
     /**
      * A device command completed and its fence signalled. `entries`: entries written (map) or
      * cleared (unmap, unmap-all), 0 for nop. `asid` is null for nop; `startVpn`/`endVpn` are set for
-     * unmap only. Kernel: `dma_fence_signaled`.
+     * unmap only. `began` is when the command processor started executing it (the command occupied
+     * the device from `began` to `ts`); `minVpn`/`maxVpn` are the lowest and highest vpn a map
+     * wrote or an unmap covered (null for nop, unmap-all and an empty map). Kernel:
+     * `dma_fence_signaled`.
      */
     'device.cmd': {
       device: number;
@@ -24,6 +28,9 @@ declare module '../sim/trace.js' {
       entries: number;
       startVpn: number | null;
       endVpn: number | null;
+      began: number;
+      minVpn: number | null;
+      maxVpn: number | null;
     };
     /**
      * A device access found no entry with the needed permission. `address` is page aligned;
@@ -38,6 +45,20 @@ declare module '../sim/trace.js' {
       access: DeviceAccessKind;
       attempt: number;
       handled: boolean;
+    };
+    /**
+     * A copy engine started a transfer of `pages` pages in direction `dir`, taking `ns` simulated ns
+     * (the transfer occupies the engine from `ts` to `ts + ns`); `copied` pages will arrive (fewer
+     * than `pages` when a failure was injected). `engine` is the engine's name, `device` the id of
+     * the device it belongs to when it was given one, else null. Counterpart: a DMA engine's job.
+     */
+    'device.copy': {
+      engine: string;
+      device: number | null;
+      dir: CopyDirection;
+      pages: number;
+      copied: number;
+      ns: number;
     };
   }
 }

@@ -13,7 +13,7 @@ export {
   mmuIntervalCheckRetry,
   mmuIntervalSetSeq,
 } from './mmu-interval-notifier.js';
-export type { MmuIntervalNotifierOps } from './mmu-interval-notifier.js';
+export type { MmuIntervalNotifierOps, NotifierCallbackFailure } from './mmu-interval-notifier.js';
 export {
   HmmPfn,
   hmmRangeFault,

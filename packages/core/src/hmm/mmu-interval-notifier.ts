@@ -20,6 +20,19 @@
  * one does. Inserts and removals during an invalidation take effect when it ends; `remove` waits for a
  * running invalidation, and no callback runs for a removed subscription.
  *
+ * A kernel callback returns a bool and cannot throw; a simulated one can. The contract for a callback
+ * that breaks the rules (see {@link NotifierCallbackFailure}):
+ * - **blockable** invalidation: a callback that throws (or rejects) or returns false is contained.
+ *   Every other subscriber is still called, the invalidation completes and the memory operation
+ *   goes on (as `mn_itree_invalidate` warns and continues when a blockable callback fails); the
+ *   failure is recorded, never thrown at the caller of munmap, mprotect, a migration, reclaim or exit;
+ * - **non-blockable** invalidation (the OOM reaper): each callback runs inside an atomic section of
+ *   the scheduler, where every sleeping primitive fails at once. A callback that throws is taken as
+ *   declining (the caller skips the range: nothing is freed under a device that may still use it)
+ *   and recorded. A callback that returns a promise slept: the promise is contained by the scheduler
+ *   (its continuation cannot park a task and ends before any other task runs), the failure is
+ *   recorded, and the caller gets EINVAL at once.
+ *
  * @module
  */
 import { HmmError, hex } from '../errors/errno.js';
@@ -31,16 +44,48 @@ import { WaitQueue } from '../sim/wait.js';
 
 const RESOLVED: Promise<void> = Promise.resolve();
 
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (
+    v !== null &&
+    (typeof v === 'object' || typeof v === 'function') &&
+    typeof (v as { then?: unknown }).then === 'function'
+  );
+}
+
 /** A driver's callbacks for one interval (`struct mmu_interval_notifier_ops`). */
 export interface MmuIntervalNotifierOps {
   /**
    * The range is about to change (`ops->invalidate`). Call {@link mmuIntervalSetSeq} with `curSeq`
    * under the driver lock and stop all device access to the range before returning (or before the
    * returned promise settles). When `range.blockable` is false the callback must not sleep: it
-   * returns `false` (synchronously) if it would have to, and the caller retries later.
+   * returns `false` (synchronously) if it would have to, and the caller retries later. It must not
+   * throw, and must not return false for a blockable range: such failures are contained and
+   * recorded (see the module doc), and the invalidation goes on as if it had succeeded.
    */
   invalidate(sub: MmuIntervalNotifier, range: MmuNotifierRange, curSeq: number): boolean | Promise<boolean>;
 }
+
+/**
+ * A callback that broke the invalidate contract, contained by the dispatcher (see the module doc):
+ * recorded in {@link MmuNotifierSubscriptions.callbackFailures} and told to
+ * {@link MmuNotifierSubscriptions.failureObservers}.
+ */
+export interface NotifierCallbackFailure {
+  /** The subscription whose callback failed. */
+  readonly sub: MmuIntervalNotifier;
+  /** The invalidation it was called for. */
+  readonly range: MmuNotifierRange;
+  /**
+   * What went wrong, as a typed error: the callback's own `HmmError` if it threw one (its errno
+   * kept, the message saying it was contained), else EINVAL naming the broken rule.
+   */
+  readonly error: HmmError;
+  /** What the callback threw or rejected with, or null when it returned a wrong value. */
+  readonly thrown: unknown;
+}
+
+/** Failures kept in {@link MmuNotifierSubscriptions.callbackFailures} (the oldest are dropped). */
+const MAX_RECORDED_FAILURES = 64;
 
 /** One subscription (`struct mmu_interval_notifier`). */
 export class MmuIntervalNotifier {
@@ -89,6 +134,18 @@ export class MmuNotifierSubscriptions implements MmuNotifierHooks {
    * page tables changed): the hook the sanitizer checks device mappings from. SDK-only.
    */
   readonly completedObservers = new Set<(range: MmuNotifierRange) => void>();
+  /** Traced invalidations so far (`seq` of `mm.invalidate`), and the open ones by range. */
+  #traceSeq = 0;
+  readonly #traced = new WeakMap<MmuNotifierRange, number>();
+  /**
+   * The last callback failures (at most 64, oldest first): callbacks that threw, rejected, declined a
+   * blockable invalidation or slept in a non-blockable one. SDK-only; the kernel would WARN.
+   */
+  readonly callbackFailures: NotifierCallbackFailure[] = [];
+  /** Callback failures so far, including those dropped from {@link callbackFailures}. */
+  callbackFailureCount = 0;
+  /** Observers told of each callback failure as it is contained. SDK-only. */
+  readonly failureObservers = new Set<(failure: NotifierCallbackFailure) => void>();
 
   constructor(readonly mm: MmStruct) {
     this.wq = new WaitQueue(mm.ctx.sched, `mmu_notifier:mm${mm.id}`);
@@ -121,6 +178,8 @@ export class MmuNotifierSubscriptions implements MmuNotifierHooks {
     if (hit.length > 0) this.invalidateSeq |= 1;
     const bus = this.mm.ctx.trace;
     if (bus.enabled('mm.invalidate') && hit.length > 0) {
+      const seq = ++this.#traceSeq;
+      this.#traced.set(range, seq);
       bus.emit({
         type: 'mm.invalidate',
         ts: this.mm.ctx.sched.now,
@@ -129,46 +188,103 @@ export class MmuNotifierSubscriptions implements MmuNotifierHooks {
         end: range.end,
         event: NOTIFY_EVENT_NAMES[range.event]!,
         blockable: range.blockable,
+        seq,
       });
     }
     return hit;
   }
 
-  /** {@inheritDoc MmuNotifierHooks.invalidateRangeStart} */
+  /** Emits `mm.invalidate_end` for a range whose start was traced. */
+  private traceEnd(range: MmuNotifierRange, declined: boolean): void {
+    if (this.#traceSeq === 0) return; // nothing ever traced: no lookup
+    const seq = this.#traced.get(range);
+    if (seq === undefined) return;
+    this.#traced.delete(range);
+    const bus = this.mm.ctx.trace;
+    if (!bus.enabled('mm.invalidate_end')) return;
+    bus.emit({
+      type: 'mm.invalidate_end',
+      ts: this.mm.ctx.sched.now,
+      mm: this.mm.id,
+      start: range.start,
+      end: range.end,
+      event: NOTIFY_EVENT_NAMES[range.event]!,
+      seq,
+      declined,
+    });
+  }
+
+  /**
+   * Before CPU entries in the range change (`mmu_notifier_invalidate_range_start`); may sleep. Every
+   * subscriber is called in turn; one that throws, rejects or returns false is recorded (see
+   * {@link NotifierCallbackFailure}) and the invalidation goes on: it never rejects because of a
+   * callback.
+   */
   async invalidateRangeStart(range: MmuNotifierRange): Promise<void> {
     const hit = this.beginRange(range);
     const seq = this.invalidateSeq;
     for (const sub of hit) {
       if (sub.removed) continue;
-      const ok = await sub.ops.invalidate(sub, range, seq);
-      if (!ok) {
-        throw new HmmError(
-          'EINVAL',
-          `interval notifier [${hex(sub.start)}-${hex(sub.end)}) returned false from a blockable invalidation: only a non-blockable invalidation may be declined`,
-          { kernelRef: 'mm/mmu_notifier.c:mn_itree_invalidate' },
+      let ok: boolean;
+      try {
+        ok = await sub.ops.invalidate(sub, range, seq);
+      } catch (e) {
+        this.recordFailure(sub, range, e, 'threw in a blockable invalidation');
+        continue;
+      }
+      if (ok !== true) {
+        this.recordFailure(
+          sub,
+          range,
+          null,
+          `returned ${String(ok)} from a blockable invalidation: only a non-blockable invalidation may be declined`,
         );
       }
     }
   }
 
-  /** {@inheritDoc MmuNotifierHooks.invalidateRangeStartNonblock} */
+  /**
+   * Non-blockable start (`mmu_notifier_invalidate_range_start_nonblock`): returns false if a
+   * subscriber would have to sleep; the caller then skips the range and retries later. Each callback
+   * runs in an atomic section of the scheduler. One that throws is recorded and counts as declining
+   * (false). One that returns a promise slept: the promise is contained (`Scheduler.containAtomic`),
+   * the failure recorded, the invalidation undone, and EINVAL thrown.
+   */
   invalidateRangeStartNonblock(range: MmuNotifierRange): boolean {
     const hit = this.beginRange(range);
     const seq = this.invalidateSeq;
+    const sched = this.mm.ctx.sched;
     for (const sub of hit) {
       if (sub.removed) continue;
-      const ok = sub.ops.invalidate(sub, range, seq);
-      if (typeof ok !== 'boolean') {
-        // A promise means the callback slept; the kernel would have deadlocked or warned.
+      const section = `non-blockable ${NOTIFY_EVENT_NAMES[range.event]} invalidation of interval notifier [${hex(sub.start)}-${hex(sub.end)})`;
+      let ok: boolean | Promise<boolean>;
+      sched.enterAtomic(section);
+      try {
+        ok = sub.ops.invalidate(sub, range, seq);
+      } catch (e) {
+        this.recordFailure(sub, range, e, 'threw in a non-blockable invalidation (taken as declining it)');
+        this.traceEnd(range, true);
         this.endRange();
-        throw new HmmError(
-          'EINVAL',
-          `interval notifier [${hex(sub.start)}-${hex(sub.end)}) slept (returned a promise) in a non-blockable invalidation: it must return false instead`,
-          { kernelRef: 'include/linux/mmu_notifier.h:mmu_notifier_range_blockable' },
-        );
+        return false;
+      } finally {
+        sched.exitAtomic();
       }
-      if (!ok) {
+      if (isThenable(ok)) {
+        // The callback slept. Its continuation would run on this task's stack: contain it.
+        sched.containAtomic(ok, section);
+        const error = this.recordFailure(
+          sub,
+          range,
+          null,
+          'slept (returned a promise) in a non-blockable invalidation: it must return false instead',
+        );
+        this.traceEnd(range, true);
+        this.endRange();
+        throw error;
+      }
+      if (ok !== true) {
         // mn_itree_invalidate: undo the start and report -EAGAIN to the caller.
+        this.traceEnd(range, true);
         this.endRange();
         return false;
       }
@@ -176,9 +292,52 @@ export class MmuNotifierSubscriptions implements MmuNotifierHooks {
     return true;
   }
 
+  /** Records a contained callback failure, tells the observers and the trace; returns its error. */
+  private recordFailure(
+    sub: MmuIntervalNotifier,
+    range: MmuNotifierRange,
+    thrown: unknown,
+    what: string,
+  ): HmmError {
+    const head = `interval notifier [${hex(sub.start)}-${hex(sub.end)}) ${what}`;
+    const detail = { kernelRef: 'mm/mmu_notifier.c:mn_itree_invalidate' };
+    let error: HmmError;
+    if (thrown === null) {
+      error = new HmmError('EINVAL', head, {
+        kernelRef: range.blockable
+          ? detail.kernelRef
+          : 'include/linux/mmu_notifier.h:mmu_notifier_range_blockable',
+      });
+    } else {
+      const msg = thrown instanceof Error ? thrown.message : String(thrown);
+      const code = thrown instanceof HmmError ? thrown.code : 'EINVAL';
+      error = new HmmError(code, `${head}; the dispatcher contained it: ${msg}`, detail);
+    }
+    const failure: NotifierCallbackFailure = { sub, range, error, thrown };
+    this.callbackFailureCount++;
+    this.callbackFailures.push(failure);
+    if (this.callbackFailures.length > MAX_RECORDED_FAILURES) this.callbackFailures.shift();
+    const bus = this.mm.ctx.trace;
+    if (bus.enabled('mm.notifier_error')) {
+      bus.emit({
+        type: 'mm.notifier_error',
+        ts: this.mm.ctx.sched.now,
+        mm: this.mm.id,
+        start: range.start,
+        end: range.end,
+        event: NOTIFY_EVENT_NAMES[range.event]!,
+        blockable: range.blockable,
+        error: error.message,
+      });
+    }
+    for (const obs of this.failureObservers) obs(failure);
+    return error;
+  }
+
   /** {@inheritDoc MmuNotifierHooks.invalidateRangeEnd} */
   invalidateRangeEnd(range: MmuNotifierRange): void {
     for (const obs of this.completedObservers) obs(range);
+    this.traceEnd(range, false);
     this.endRange();
   }
 

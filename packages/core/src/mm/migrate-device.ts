@@ -33,7 +33,7 @@ import { PG } from './page-flags.js';
 import { Pte, PteType, nonPresentFlags, pteType } from './pgtable.js';
 import { ZERO_PFN } from './physmem.js';
 import type { Vma } from './vma.js';
-import { traceMigrate } from './trace-events.js';
+import { traceMigrate, traceResident } from './trace-events.js';
 
 /** Flags of a migrate pfn entry (`MIGRATE_PFN_*`). */
 export const MigratePfn = {
@@ -173,6 +173,7 @@ export async function migrateVmaSetup(args: MigrateVma): Promise<void> {
   if (vma === null || vma === undefined) throw einval(fn, 'no VMA given');
   const mm = vma.mm;
   const ctx = mm.ctx;
+  const began = ctx.sched.now;
   if (
     !Number.isSafeInteger(start) ||
     !Number.isSafeInteger(end) ||
@@ -272,7 +273,7 @@ export async function migrateVmaSetup(args: MigrateVma): Promise<void> {
   }
   notifyEnd(mm, range);
   args.cpages -= await unmapCollected(ctx, src, n, faultPage);
-  traceMigrate(ctx, mm.id, start, end, 'setup', args.cpages, 0);
+  traceMigrate(ctx, mm.id, start, end, 'setup', args.cpages, 0, src, dst, n, began);
   await chargeCpu(ctx, args.cpages);
 }
 
@@ -498,7 +499,21 @@ export function migrateVmaFinalize(args: MigrateVma): void {
   const n = (args.end - args.start) / PAGE_SIZE;
   const ctx = args.vma.mm.ctx;
   const [moved, restored] = finalize(ctx, args.src, args.dst, n, args.faultPage ?? -1);
-  traceMigrate(ctx, args.vma.mm.id, args.start, args.end, 'finalize', moved, restored);
+  const now = ctx.sched.now;
+  traceMigrate(
+    ctx,
+    args.vma.mm.id,
+    args.start,
+    args.end,
+    'finalize',
+    moved,
+    restored,
+    args.src,
+    args.dst,
+    n,
+    now,
+  );
+  traceResident(ctx);
 }
 
 /** Ends a migration; returns [pages moved, collected pages restored]. */
@@ -561,6 +576,7 @@ export async function migrateDeviceRange(
     if (pagemapOf(ctx, p) === undefined) throw einval(fn, `frame ${hex(p)} is not a device frame`);
   }
   const mem = ctx.mem;
+  const began = ctx.sched.now;
   for (let i = 0; i < npages; i++) {
     const pfn = startPfn + i;
     src[i] = 0;
@@ -571,7 +587,7 @@ export async function migrateDeviceRange(
   await unmapCollected(ctx, src, npages, -1);
   let collected = 0;
   for (let i = 0; i < npages; i++) if ((src[i]! & MigratePfn.MIGRATE) !== 0) collected++;
-  traceMigrate(ctx, -1, 0, 0, 'setup', collected, 0);
+  traceMigrate(ctx, -1, 0, 0, 'setup', collected, 0, src, src, npages, began);
   await chargeCpu(ctx, collected);
 }
 
@@ -604,7 +620,9 @@ export function migrateDeviceFinalize(
   dst: Float64Array,
   npages: number,
 ): void {
-  finalize(ctx, src, dst, npages, -1);
+  const [moved, restored] = finalize(ctx, src, dst, npages, -1);
+  traceMigrate(ctx, -1, 0, 0, 'finalize', moved, restored, src, dst, npages, ctx.sched.now);
+  traceResident(ctx);
 }
 
 /**

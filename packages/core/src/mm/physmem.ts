@@ -81,6 +81,8 @@ export class PhysMem {
     throw new Error(`internal: device frame ${hex(pfn)} freed with no pagemap layer installed`);
   };
   private readonly arenas: DeviceArena[] = [];
+  /** Device frames in use per pagemap id (the frames' `owner`); see {@link deviceFramesInUse}. */
+  private readonly deviceInUse: number[] = [];
 
   /** Head of the free list, linked through `lruNext` as the buddy allocator links through `page->lru`. */
   private freeHead = -1;
@@ -183,6 +185,13 @@ export class PhysMem {
     }
     this.flags[pfn] = PG.ZONE_DEVICE | PG.ALLOCATED;
     this.refcount[pfn] = 1;
+    const id = this.owner[pfn]!;
+    this.deviceInUse[id] = (this.deviceInUse[id] ?? 0) + 1;
+  }
+
+  /** Device frames of pagemap `id` in use (allocated), kept as a count: O(1), for traces. */
+  deviceFramesInUse(id: number): number {
+    return this.deviceInUse[id] ?? 0;
   }
 
   /**
@@ -221,6 +230,7 @@ export class PhysMem {
     if ((f & PG.ZONE_DEVICE) !== 0) {
       // free_zone_device_folio: the frame stays in its arena; the pagemap's owner takes it back.
       this.flags[pfn] = PG.ZONE_DEVICE;
+      this.deviceInUse[this.owner[pfn]!]!--;
       this.onDeviceFrameFree(pfn);
       return;
     }

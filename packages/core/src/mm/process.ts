@@ -17,7 +17,7 @@ import type { MmStruct } from './mm-struct.js';
 import { dupMm } from './fork.js';
 import { getUserPages, pinUserPages, putUserPages, unpinUserPages } from './gup.js';
 import { cpuFill, cpuRead, cpuWrite } from './uaccess.js';
-import { traceSyscall } from './trace-events.js';
+import { traceResident, traceSyscall } from './trace-events.js';
 import { clearSoftDirty, softDirtyPages } from './soft-dirty.js';
 
 /** Allocates pids; the system layer provides one per machine. */
@@ -98,6 +98,7 @@ export class Process {
   async exit(code = 0): Promise<void> {
     if (this.exited) throw new HmmError('ESRCH', `process ${this.pid} has already exited`);
     await exitMmap(this.ctx, this.mm);
+    traceResident(this.ctx);
     this.exitCode = code;
     this.pids.unregister(this);
   }

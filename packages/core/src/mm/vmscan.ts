@@ -22,6 +22,7 @@ import { LruList } from './lru.js';
 import type { LruListId } from './lru.js';
 import { PG } from './page-flags.js';
 import { Pte, PteType, nonPresentFlags } from './pgtable.js';
+import { traceResident } from './trace-events.js';
 
 /** Outcome of trying to reclaim one page. */
 export const ReclaimResult = { FREED: 0, ACTIVATE: 1, KEEP: 2 } as const;
@@ -210,6 +211,7 @@ async function reclaimOne(ctx: MmContext, pfn: number): Promise<ReclaimResultId>
     const how = anon ? (swapSlot >= 0 ? 'swap' : 'discard') : wroteBack ? 'writeback' : 'drop';
     bus.emit({ type: 'mm.reclaim', ts: ctx.sched.now, pfn, how });
   }
+  traceResident(ctx);
   return ReclaimResult.FREED;
 }
 
@@ -260,7 +262,10 @@ export async function shrinkNode(ctx: MmContext, nrToReclaim: number): Promise<n
 /**
  * The OOM reaper's unmap of a victim's private memory (`__oom_reap_task_mm`): non-blockable, so each
  * VMA whose notifier subscribers would have to sleep is skipped. Returns false if anything was skipped
- * or the mm's `mmap_lock` could not be taken without sleeping (the reaper then retries later).
+ * or the mm's `mmap_lock` could not be taken without sleeping (the reaper then retries later). EINVAL
+ * if a subscriber slept (returned a promise): its continuation is contained by the scheduler and
+ * settles before any other task runs, but the calling task itself must not sleep until then, so
+ * call this from a task of its own (the kernel's `oom_reaper` thread) that ends after it.
  */
 export function oomReapMm(ctx: MmContext, mm: MmStruct): boolean {
   if (mm.state === 'dead') return true;

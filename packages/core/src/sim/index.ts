@@ -1,7 +1,8 @@
 /**
  * The `sim` layer: virtual clock, seeded randomness, the deterministic scheduler and its blocking
- * primitives, sleeping locks, the cost model and the trace bus. Nothing here knows about memory
- * management; every layer above builds on it.
+ * primitives, sleeping locks, the cost model, the trace bus and its Chrome Trace / Perfetto export.
+ * Nothing here depends on memory management (the export only reads the event types the other
+ * layers declare); every layer above builds on it.
  *
  * @module
  */
@@ -31,6 +32,9 @@ export type {
   TraceListener,
   AnyTraceListener,
 } from './trace.js';
+export { toChromeTrace } from './chrome-trace.js';
+export type { ChromeTrace, ChromeTraceEvent, ChromeTraceOptions } from './chrome-trace.js';
+export { validateChromeTrace } from './chrome-trace-validate.js';
 export {
   DEFAULT_COST_MODEL,
   COST_SOURCES,

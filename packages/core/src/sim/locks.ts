@@ -4,6 +4,8 @@
  * Acquiring an uncontended lock returns an already-resolved promise and never yields, so it works
  * outside a task too; a lock taken outside any task must be released outside any task. Blocking on
  * a contended lock requires a current task (EDEADLK otherwise), as does any blocking primitive.
+ * Inside an atomic section (`Scheduler.inAtomic`) taking a lock rejects with EDEADLK, contended or
+ * not, as the kernel's `might_sleep()` in `mutex_lock()` / `down_read()` warns; the try variants work.
  *
  * @module
  */
@@ -57,6 +59,7 @@ export class Mutex {
    * the current task already holds it (recursive locking), or if it would block outside a task.
    */
   lock(): Promise<void> {
+    if (this.#sched.inAtomic) return Promise.reject(this.#sched.mightSleep(`mutex ${this.name}: lock`));
     const current = this.#sched.current;
     if (!this.#locked) {
       this.#locked = true;
@@ -192,6 +195,7 @@ export class RwSemaphore {
    * writer that waits for it), or if it would block outside a task.
    */
   read(): Promise<void> {
+    if (this.#sched.inAtomic) return Promise.reject(this.#sched.mightSleep(`rwsem ${this.name}: read lock`));
     const current = this.#sched.current;
     if (!this.#writeLocked && this.#queue.length === 0) {
       this.#grantRead(current);
@@ -224,6 +228,7 @@ export class RwSemaphore {
    * write; the kernel has no upgrade), or if it would block outside a task.
    */
   write(): Promise<void> {
+    if (this.#sched.inAtomic) return Promise.reject(this.#sched.mightSleep(`rwsem ${this.name}: write lock`));
     const current = this.#sched.current;
     if (!this.#writeLocked && this.#readers === 0 && this.#queue.length === 0) {
       this.#writeLocked = true;

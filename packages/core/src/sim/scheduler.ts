@@ -169,6 +169,8 @@ class Task<T> implements SimTask<T> {
  * - Never await a promise the scheduler does not control (real I/O, a timer, a promise resolved by
  *   code outside the simulation): the baton is never handed back and {@link run} stalls forever.
  *   This cannot be detected without wall-clock timers, so it is a contract, not a check.
+ * - Inside an atomic section ({@link enterAtomic}; e.g. a non-blockable notifier callback) nothing
+ *   may sleep: the primitives fail at once with EDEADLK.
  */
 export class Scheduler {
   readonly #clock: VirtualClock;
@@ -183,6 +185,10 @@ export class Scheduler {
   #running = false;
   /** The last tasks that failed, for deadlock reports (a failed task often holds what others wait on). */
   readonly #recentFailures: string[] = [];
+  /** Names of the atomic sections entered and not yet exited (innermost last). */
+  readonly #atomic: string[] = [];
+  /** Promises of code that slept in an atomic section, with the section's name, until they settle. */
+  readonly #contained = new Map<PromiseLike<unknown>, string>();
   #nextId = 1;
 
   constructor(options: SchedulerOptions = {}) {
@@ -219,6 +225,63 @@ export class Scheduler {
   /** True while {@link run} is in progress. */
   get running(): boolean {
     return this.#running;
+  }
+
+  /**
+   * True inside an atomic section (kernel: `in_atomic()`), where code must not sleep: between
+   * {@link enterAtomic} and {@link exitAtomic}, and while a promise given to {@link containAtomic}
+   * is unsettled. There every sleeping primitive ({@link sleep}, {@link yield}, {@link block}, and
+   * taking a `Mutex` or `RwSemaphore`, even uncontended, as `might_sleep()` warns) rejects at once
+   * with EDEADLK instead of parking the current task.
+   */
+  get inAtomic(): boolean {
+    return this.#atomic.length > 0 || this.#contained.size > 0;
+  }
+
+  /**
+   * Enters an atomic section named `reason` (kernel: `preempt_disable()`), e.g. the call of a
+   * notifier callback of a non-blockable invalidation. Sections nest; pair each with {@link exitAtomic}.
+   */
+  enterAtomic(reason: string): void {
+    this.#atomic.push(reason);
+  }
+
+  /** Leaves the innermost atomic section (kernel: `preempt_enable()`). EINVAL if none was entered. */
+  exitAtomic(): void {
+    if (this.#atomic.length === 0) {
+      throw new HmmError('EINVAL', 'exitAtomic: no atomic section was entered');
+    }
+    this.#atomic.pop();
+  }
+
+  /**
+   * Contains `promise`, returned by an async function called inside the atomic section `reason`
+   * (code that tried to sleep where it must not): its continuation runs on the current task's
+   * stack, so letting it park would park a task that is still running. The atomic section lasts
+   * until the promise settles, so every sleep of the continuation fails at once (EDEADLK) and it
+   * ends within microtasks; {@link run} lets no task run before it has settled. Its outcome is
+   * dropped: whoever called the function reports the violation.
+   */
+  containAtomic(promise: PromiseLike<unknown>, reason: string): void {
+    if (this.#contained.has(promise)) return;
+    this.#contained.set(promise, reason);
+    const done = (): void => {
+      this.#contained.delete(promise);
+    };
+    Promise.resolve(promise).then(done, done);
+  }
+
+  /**
+   * The error a sleeping primitive raises for `what` (kernel: `might_sleep()`): EDEADLK naming the
+   * atomic section when {@link inAtomic}, otherwise null (sleeping is allowed).
+   */
+  mightSleep(what: string): HmmError | null {
+    if (!this.inAtomic) return null;
+    const reason = this.#atomic[this.#atomic.length - 1] ?? [...this.#contained.values()][0]!;
+    return new HmmError(
+      'EDEADLK',
+      `${what} would sleep inside an atomic section (${reason}), where sleeping is forbidden`,
+    );
   }
 
   /**
@@ -269,6 +332,11 @@ export class Scheduler {
     this.#running = true;
     try {
       for (;;) {
+        if (this.#contained.size > 0) {
+          // Code that slept in an atomic section finishes (it cannot park) before any task runs.
+          await Promise.allSettled([...this.#contained.keys()]);
+          continue;
+        }
         if (this.#ready.length > 0) {
           await this.#switchTo(this.#pick());
           continue;
@@ -335,6 +403,8 @@ export class Scheduler {
       );
     }
     if (ns === 0) return this.yield();
+    const atomic = this.mightSleep('sleep');
+    if (atomic !== null) return Promise.reject(atomic);
     const task = this.#current;
     if (task === null) return Promise.reject(new HmmError('EDEADLK', OUTSIDE_TASK_MESSAGE));
     const until = this.#clock.now + ns;
@@ -344,6 +414,8 @@ export class Scheduler {
 
   /** Puts the current task back among the ready tasks at the same instant (kernel: `cond_resched()` / `yield()`). EDEADLK outside a task. */
   yield(): Promise<void> {
+    const atomic = this.mightSleep('yield');
+    if (atomic !== null) return Promise.reject(atomic);
     const task = this.#current;
     if (task === null) return Promise.reject(new HmmError('EDEADLK', OUTSIDE_TASK_MESSAGE));
     task.state = 'ready';
@@ -362,6 +434,7 @@ export class Scheduler {
    * waits on, for traces and deadlock reports. EDEADLK outside a task.
    */
   block(reason: string | (() => string) = 'block'): Promise<void> {
+    if (this.inAtomic) return Promise.reject(this.mightSleep(`wait on ${reasonText(reason)}`));
     const task = this.#current;
     if (task === null) return Promise.reject(new HmmError('EDEADLK', OUTSIDE_TASK_MESSAGE));
     this.#blocked.add(task);

@@ -131,7 +131,10 @@ export class Machine implements PidAllocator {
     return shrinkNode(this.mm, pages);
   }
 
-  /** The OOM reaper's non-blockable unmap of a process's private memory; false if it had to skip. */
+  /**
+   * The OOM reaper's non-blockable unmap of a process's private memory; false if it had to skip.
+   * EINVAL if a notifier callback slept: see `oomReapMm` (call it from a task of its own).
+   */
   oomReap(p: Process): boolean {
     return oomReapMm(this.mm, p.mm);
   }

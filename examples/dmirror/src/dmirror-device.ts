@@ -87,6 +87,7 @@ export class DmirrorDevice {
   readonly memoryType: MemoryTypeId;
   /** Open mirrors by ASID (the fault handler dispatches by ASID). */
   readonly mirrors = new Map<number, Dmirror>();
+  #removed = false;
 
   private constructor(
     readonly machine: Machine,
@@ -150,6 +151,11 @@ export class DmirrorDevice {
   /** The dmirror device of `device`, attached with device-private memory on first use. */
   static of(machine: Machine, device: SimDevice): DmirrorDevice {
     return registry.get(device) ?? DmirrorDevice.attach(machine, device);
+  }
+
+  /** True once {@link remove} has started: the device is going or gone. */
+  get removed(): boolean {
+    return this.#removed;
   }
 
   /** True for device-private memory. */
@@ -285,15 +291,41 @@ export class DmirrorDevice {
    * not be evicted (pinned or busy).
    */
   evictAll(): Promise<number[]> {
+    if (this.#removed) return Promise.resolve([]);
     return this.devmem.evictAll((src, dst) => this.copy(src, dst, 'd2h'));
   }
 
   /**
    * `HMM_DMIRROR_RELEASE` (`dmirror_device_remove_chunks`): evicts everything and removes the chunks;
    * later allocations map new ones. EBUSY, naming the frames, if some page could not be evicted.
+   * Nothing to do once the device is removed (its memory went with it).
    */
   release(): Promise<void> {
+    if (this.#removed) return Promise.resolve();
     return this.devmem.release((src, dst) => this.copy(src, dst, 'd2h'));
+  }
+
+  /**
+   * Hot-removal of the device (`dmirror_device_remove`): every page of its memory is evicted to
+   * system memory and its pagemaps unregistered (`dmirror_device_remove_chunks`), every open mirror
+   * stops (notifier removed, device entries dropped; its later commands fail with ENODEV, closing its
+   * file still works), then the device itself goes away. ENODEV, changing nothing, if the device is
+   * already removed; EBUSY, naming the frames, if a page could not be evicted (the device then stays).
+   */
+  async remove(): Promise<void> {
+    if (this.#removed) {
+      throw new HmmError('ENODEV', `dmirror ${this.device.name}: the device was already removed`);
+    }
+    // From here on new commands fail with ENODEV, so nothing allocates device memory any more.
+    this.#removed = true;
+    try {
+      await this.devmem.release((src, dst) => this.copy(src, dst, 'd2h'));
+    } catch (e) {
+      this.#removed = false;
+      throw e;
+    }
+    for (const m of [...this.mirrors.values()]) await m.stop();
+    await this.device.remove();
   }
 
   /** `HMM_DMIRROR_FLAGS` with `HMM_DMIRROR_FLAG_FAIL_ALLOC`: the next device-page allocation fails. */

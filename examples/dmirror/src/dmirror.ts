@@ -161,6 +161,8 @@ export class Dmirror implements HmmMirror {
   #lowVpn = Infinity;
   #highVpn = -Infinity;
   #closed = false;
+  /** The device was removed under the open file: no notifier, no device entries. */
+  #stopped = false;
 
   private constructor(
     readonly machine: Machine,
@@ -346,23 +348,47 @@ export class Dmirror implements HmmMirror {
    */
   async releaseDeviceMemory(): Promise<void> {
     if (this.#closed) throw new HmmError('EBADF', 'dmirror RELEASE: the mirror is closed');
+    if (this.dmirrorDevice.removed) throw new HmmError('ENODEV', 'dmirror RELEASE: the device was removed');
     await this.dmirrorDevice.release();
   }
 
   /** `HMM_DMIRROR_FLAGS` with `HMM_DMIRROR_FLAG_FAIL_ALLOC`: the next device-page allocation fails. */
   failNextAlloc(): void {
     if (this.#closed) throw new HmmError('EBADF', 'dmirror FLAGS: the mirror is closed');
+    if (this.dmirrorDevice.removed) throw new HmmError('ENODEV', 'dmirror FLAGS: the device was removed');
     this.dmirrorDevice.failNextAlloc();
+  }
+
+  /**
+   * Fault injection (tests): the next transfer of the device's copy engine stops after `afterPages`
+   * pages (`CopyEngine.failNext`).
+   */
+  failNextCopy(afterPages: number): void {
+    if (this.#closed) throw new HmmError('EBADF', 'dmirror: the mirror is closed');
+    this.dmirrorDevice.copyEngine.failNext(afterPages);
   }
 
   /**
    * `release()` of the file: removes the notifier (waiting out a running invalidation), clears every
    * device entry of the ASID, then evicts the device's memory to system memory as the newest
-   * kernel's `dmirror_fops_release` does. Idempotent.
+   * kernel's `dmirror_fops_release` does. Idempotent; after the device was removed only the file goes.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.stop();
+    this.dmirrorDevice.mirrors.delete(this.asid);
+    await this.dmirrorDevice.evictAll();
+  }
+
+  /**
+   * Stops mirroring: removes the notifier and clears every device entry of the ASID. Idempotent.
+   * @internal Called by {@link close} and by {@link DmirrorDevice.remove} (the device goes away under
+   * the open file, whose later commands then fail with ENODEV).
+   */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
     await mmuIntervalNotifierRemove(this.notifier);
     await this.mutex.lock();
     try {
@@ -372,8 +398,6 @@ export class Dmirror implements HmmMirror {
     } finally {
       this.mutex.unlock();
     }
-    this.dmirrorDevice.mirrors.delete(this.asid);
-    await this.dmirrorDevice.evictAll();
   }
 
   /** {@link HmmMirror.handleFault}: serves a device fault of this mirror's ASID. */
@@ -440,6 +464,9 @@ export class Dmirror implements HmmMirror {
   /** dmirror_ioctl's checks: page-aligned addr, npages > 0, no overflow; the mm must be alive. */
   #checkCmd(what: string, addr: number, npages: number): void {
     if (this.#closed) throw new HmmError('EBADF', `dmirror ${what}: the mirror is closed`);
+    if (this.dmirrorDevice.removed) {
+      throw new HmmError('ENODEV', `dmirror ${what}: the device ${this.device.name} was removed`);
+    }
     if (!Number.isSafeInteger(addr) || addr < 0 || addr % PAGE_SIZE !== 0) {
       throw new HmmError('EINVAL', `dmirror ${what}: address ${String(addr)} is not page aligned`);
     }

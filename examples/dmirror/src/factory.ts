@@ -33,7 +33,10 @@ import type { DmirrorP2pImporterOptions } from './dmirror-p2p.js';
 /** Pages of the first device's BAR window of peer memory. */
 export const DMIRROR_BAR_PAGES = 128;
 
-/** What dmirror declares: mirror, both kinds of device memory, exclusive access, two devices. */
+/**
+ * What dmirror declares: mirror, both kinds of device memory, exclusive access, two devices, both
+ * sides of peer-to-peer, and fault injection (copy-engine failures, device removal).
+ */
 export const dmirrorManifest: ConformanceManifest = {
   name: 'dmirror',
   capabilities: [
@@ -44,6 +47,7 @@ export const dmirrorManifest: ConformanceManifest = {
     'two-devices',
     'p2p-exporter',
     'p2p-importer',
+    'fault-injection',
   ],
 };
 
@@ -82,6 +86,7 @@ export function dmirrorTestDevice(dm: Dmirror): TestDevice {
     checkExclusive: (addr, npages) => dm.checkExclusive(addr, npages),
     release: () => dm.releaseDeviceMemory(),
     failNextAlloc: () => dm.failNextAlloc(),
+    failNextCopy: (afterPages) => dm.failNextCopy(afterPages),
     binding: { device: dm.device, asid: dm.asid, owner: dm.device },
     devicePerms(addr, npages) {
       const out = new Uint8Array(npages);
@@ -155,6 +160,8 @@ export function makeDmirrorFactory(opts: DmirrorFactoryOptions = {}): Conformanc
       open: async (process: Process, o: OpenOptions = {}) =>
         dmirrorTestDevice(await Dmirror.open(machine, devices[o.device ?? 0], process, mirrorOpts)),
       p2p,
+      // Hot-removal of the first device (dmirror_device_remove); ENODEV the second time.
+      removeDevice: () => devices[0].remove(),
       // Driver unload: every device gives its memory back (dmirror_device_remove_chunks), the BAR goes.
       teardown: () =>
         machine.sched.runTask('dmirror-unload', async () => {

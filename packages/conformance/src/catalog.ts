@@ -14,9 +14,13 @@ import type { DriverCapability } from '@hmm/core';
  * what the kernel's `hmm2` fixture needs), `p2p-exporter` (the target's `ConformanceTarget.p2p`
  * exports a device-file object, which the p2p cases import through `p2p_map`), `p2p-importer` (it
  * also imports, with `P2pTarget.createImporter`; without it the cases use the suite's reference
- * importer).
+ * importer), `fault-injection` (the driver's test device implements `TestDevice.failNextCopy` and its
+ * target `ConformanceTarget.removeDevice`: the fault cases that fail its copy engine and remove its
+ * device run), `userptr` (the target's `ConformanceTarget.userptr` registers a process's memory as a
+ * device object, pinned or mirrored: a GPU userptr BO, an RDMA memory region; the userptr cases run).
  */
-export type Capability = DriverCapability | 'two-devices' | 'p2p-exporter' | 'p2p-importer';
+export type Capability =
+  DriverCapability | 'two-devices' | 'p2p-exporter' | 'p2p-importer' | 'fault-injection' | 'userptr';
 
 /** Memory variant a case runs in, as the kernel's fixtures do (`hmm_device_private`, `hmm_device_coherent`). */
 export type Variant = 'device-private' | 'device-coherent';
@@ -145,7 +149,162 @@ export const P2P_CASES: readonly CaseInfo[] = [
   ),
 ];
 
-/** Every case: the kernel's, in its order, then the peer-to-peer cases. */
+/**
+ * A case beyond the kernel's tests that checks one obligation of a mirroring driver in a group of
+ * its own (`race.*`, `fault.*`, `userptr.*`): runs once (the device-memory variant does not change
+ * it) unless `variants` says otherwise.
+ */
+function g(
+  id: string,
+  title: string,
+  kernelRef: string,
+  requires: readonly Capability[],
+  opts: { variants?: readonly Variant[]; devices?: 1 | 2; requiresAny?: readonly Capability[] } = {},
+): CaseInfo {
+  return {
+    id,
+    kernelRef,
+    title,
+    requires,
+    requiresAny: opts.requiresAny ?? [],
+    variants: opts.variants ?? ONCE,
+    devices: opts.devices ?? 1,
+    unsupported: null,
+  };
+}
+
+/** The sequence protocol the race cases check. */
+const SEQ_REF =
+  'include/linux/mmu_notifier.h:mmu_interval_read_retry, mmu_interval_set_seq; Documentation/mm/hmm.rst';
+
+/**
+ * The race group: seeded exploration of the interval-notifier sequence protocol. Each case runs
+ * over `seeds` seeds; every seed draws where an invalidation lands relative to the driver's walk and
+ * commit, so a driver that skips `mmu_interval_read_retry`, `mmu_interval_set_seq` or commits
+ * before the walk ends is caught on some seed.
+ */
+export const RACE_CASES: readonly CaseInfo[] = [
+  g(
+    'race.dontneed_read',
+    'MADV_DONTNEED between a device READ walk and its commit: the zapped frames are never mapped',
+    `${SEQ_REF}; mm/madvise.c:madvise_dontneed_single_vma`,
+    M,
+  ),
+  g(
+    'race.dontneed_write',
+    'MADV_DONTNEED between a device WRITE walk and its commit: no byte the device writes is lost',
+    `${SEQ_REF}; mm/madvise.c:madvise_dontneed_single_vma`,
+    M,
+  ),
+  g(
+    'race.cow_read',
+    "a COW break (the parent writes after fork) between a device READ walk and its commit: the device reads the parent's new pages",
+    `${SEQ_REF}; mm/memory.c:wp_page_copy`,
+    M,
+  ),
+  g(
+    'race.livelock',
+    'an invalidation after every walk: the device fault gives up within a bounded time (HMM_RANGE_DEFAULT_TIMEOUT)',
+    `${SEQ_REF}; include/linux/hmm.h:HMM_RANGE_DEFAULT_TIMEOUT`,
+    M,
+  ),
+];
+
+/**
+ * The fault-injection group: a failure injected at each point a driver must recover from (device
+ * allocation, copy engine, BAR, callbacks, non-blockable invalidation, exit, device removal). Each
+ * ends with no byte lost, no frame leaked and a clean sanitizer.
+ */
+export const FAULT_CASES: readonly CaseInfo[] = [
+  g(
+    'fault.devmem_alloc_failure',
+    'a device-page allocation fails during MIGRATE_TO_DEV: that page stays in RAM with its data; READ and a later migrate work',
+    'lib/test_hmm.c:dmirror_migrate_alloc_and_copy (HMM_DMIRROR_FLAG_FAIL_ALLOC)',
+    MIG,
+  ),
+  g(
+    'fault.copy_failure_mid_migration',
+    'the copy engine fails after k pages, to the device and back: only copied pages migrate, no byte is lost',
+    'mm/migrate_device.c:migrate_vma_pages (destinations left empty are not migrated)',
+    ['mirror', 'device-private', 'fault-injection'],
+  ),
+  g(
+    'fault.bar_exhausted',
+    'the BAR fills up under a mapped importer: it follows the object to system memory and back; a fresh importer too',
+    `${PROPOSAL}; p2pdma.c:pci_alloc_p2pmem`,
+    [],
+    { requiresAny: P2P_ANY, devices: 2 },
+  ),
+  g(
+    'fault.callback_throws',
+    "another subscriber's invalidate callback throws: munmap, mprotect and migration still reach the driver",
+    'mm/mmu_notifier.c:mn_itree_invalidate',
+    M,
+  ),
+  g(
+    'fault.oom_reap',
+    'the OOM reaper invalidates non-blockably: the driver declines or complies without sleeping; nothing is lost',
+    'include/linux/mmu_notifier.h:mmu_notifier_range_blockable; mm/oom_kill.c:__oom_reap_task_mm',
+    M,
+  ),
+  g(
+    'fault.exit_with_faults_in_flight',
+    'the process exits while device READs fault: each ends (data or a typed error), nothing leaks',
+    'kernel/exit.c:do_exit; mm/mmu_notifier.c:__mmu_notifier_release',
+    M,
+  ),
+  g(
+    'fault.remove_with_pages_migrated',
+    'the device is removed with pages in its memory: every byte comes back to RAM; a second removal fails',
+    'lib/test_hmm.c:dmirror_device_remove_chunks; mm/migrate_device.c:migrate_device_range',
+    ['mirror', 'device-private', 'fault-injection'],
+  ),
+];
+
+/** The capability of the userptr cases. */
+const UP: readonly Capability[] = ['userptr'];
+
+/** The userptr group: a driver's user-pointer objects (pinned or mirrored) against CPU changes. */
+export const USERPTR_CASES: readonly CaseInfo[] = [
+  g(
+    'userptr.read_write',
+    'a registered object: the device reads the CPU data, then the CPU update; the CPU sees the device write',
+    'drivers/gpu/drm/amd/amdgpu/amdgpu_hmm.c:amdgpu_hmm_range_get_pages; drivers/infiniband/core/umem_odp.c:ib_umem_odp_map_dma_and_lock; mm/gup.c:pin_user_pages',
+    UP,
+  ),
+  g(
+    'userptr.fork_cow',
+    "fork, then the parent writes: the device sees the parent's data, the child keeps its own, also after a device write",
+    'mm/memory.c:copy_present_page (page_needs_cow_for_dma); mm/memory.c:wp_page_copy',
+    UP,
+  ),
+  g(
+    'userptr.munmap',
+    'munmap under a registered object: a mirrored one fails with EFAULT, a pinned one reads the old data; never other bytes',
+    'mm/mmap.c:do_vmi_munmap; mm/gup.c:pin_user_pages (FOLL_LONGTERM); drivers/infiniband/core/umem_odp.c:ib_umem_odp_map_dma_and_lock',
+    UP,
+  ),
+  g(
+    'userptr.readonly',
+    'a writable registration of read-only memory fails (EFAULT or EPERM) leaving nothing behind; a read-only one works',
+    'mm/gup.c:check_vma_flags; mm/hmm.c:hmm_vma_fault (EPERM)',
+    UP,
+  ),
+  g(
+    'userptr.release_unpins',
+    'a 4 MiB object registered and released again and again leaves no pin, frame, notifier or device translation',
+    'mm/gup.c:unpin_user_pages; drivers/infiniband/core/umem.c:ib_umem_release; drivers/gpu/drm/amd/amdgpu/amdgpu_hmm.c:amdgpu_hmm_unregister',
+    UP,
+  ),
+  g(
+    'userptr.reclaim',
+    'reclaim under a registered object: a mirrored one lets its pages be swapped out and reads the same data; a pinned one keeps them',
+    'mm/vmscan.c:shrink_folio_list (folio_maybe_dma_pinned); mm/rmap.c:try_to_unmap_one',
+    UP,
+  ),
+];
+
+/** Every case: the kernel's, in its order, then the peer-to-peer, race, fault-injection and userptr cases. */
 export const CASES: readonly CaseInfo[] = [
   k('open_close', 'open and close a mirror', M),
   k('anon_read', 'device READ of anonymous memory: zero page, read-only region, data', M),
@@ -191,6 +350,9 @@ export const CASES: readonly CaseInfo[] = [
   k('migrate_anon_huge_zero_err', 'the same for empty and zero THPs', MIG, { unsupported: THP }),
   k('benchmark_thp_migration', 'THP migration timings', MIG, { unsupported: THP }),
   ...P2P_CASES,
+  ...RACE_CASES,
+  ...FAULT_CASES,
+  ...USERPTR_CASES,
 ];
 
 /** The case with this id; undefined if none. */

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CASES } from './catalog.js';
+import { validateChromeTrace } from '@hmm/core';
+import { CASES, FAULT_CASES, RACE_CASES, USERPTR_CASES } from './catalog.js';
 import { main } from './cli.js';
 import type { ConformanceReportJson } from './report.js';
 
@@ -22,6 +23,7 @@ const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${na
 /** The dmirror example as a driver module, relative to the current directory (as a user types it). */
 const DMIRROR = relative(process.cwd(), fixture('dmirror-driver.mjs'));
 const STALE = fixture('dmirror-stale-expectation.mjs');
+const NO_READ_RETRY = fixture('dmirror-no-read-retry.mjs');
 
 describe('hmm-conformance list', () => {
   it('prints every case with id, kernel reference, capabilities and variants as JSON', async () => {
@@ -36,9 +38,15 @@ describe('hmm-conformance list', () => {
         variants: string[];
       }[];
     };
-    // The 38 test functions of hmm-tests.c, then the 7 peer-to-peer cases.
-    expect(parsed.cases).toHaveLength(38 + 7);
+    // The 38 test functions of hmm-tests.c, then the 7 peer-to-peer cases, then the groups beyond
+    // the kernel's tests (race, fault injection, userptr).
+    const kernel = parsed.cases.filter((c) => c.kernelRef.startsWith('hmm-tests.c:'));
+    expect(kernel).toHaveLength(38);
     expect(parsed.cases.filter((c) => c.id.startsWith('p2p.'))).toHaveLength(7);
+    for (const prefix of ['race.', 'fault.', 'userptr.']) {
+      expect(parsed.cases.filter((c) => c.id.startsWith(prefix)).length, prefix).toBeGreaterThan(0);
+    }
+    expect(parsed.cases).toHaveLength(38 + 7 + RACE_CASES.length + FAULT_CASES.length + USERPTR_CASES.length);
     expect(parsed.cases[1]).toMatchObject({
       id: 'hmm.anon_read',
       kernelRef: 'hmm-tests.c:anon_read',
@@ -52,7 +60,9 @@ describe('hmm-conformance list', () => {
         expect(c.requires).toEqual([]);
         expect(c.requiresAny).toEqual(['p2p-exporter', 'p2p-importer']);
         expect(c.kernelRef).toMatch(/p2p_map/);
-      } else expect(c.variants).toEqual(['device-private', 'device-coherent']);
+      } else if (c.kernelRef.startsWith('hmm-tests.c:')) {
+        expect(c.variants).toEqual(['device-private', 'device-coherent']);
+      }
     }
   });
 
@@ -154,4 +164,46 @@ describe('hmm-conformance run', () => {
     expect((await run(['run', DMIRROR, 'extra'])).code).toBe(2);
     expect((await run(['run', DMIRROR, '--json'])).code).toBe(2);
   });
+
+  it('replays a race failure at its seed: prints the interleaving, and --trace writes a Perfetto timeline', async () => {
+    const trace = join(dir, 'race.trace.json');
+    const r = await run([
+      'run',
+      NO_READ_RETRY,
+      '--only',
+      'race.dontneed_read',
+      '--seeds',
+      '3',
+      '--trace',
+      trace,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.text).toContain('Failed (1):\n  race.dontneed_read [device-private]');
+    // The failure names its seed; the replay at that seed took the same interleaving.
+    const seed = /race\.dontneed_read --seed (\d+) --seeds 1 --trace trace\.json/.exec(r.text);
+    expect(seed, r.text).not.toBeNull();
+    expect(r.text).toContain(
+      `replay at seed ${seed![1]} (1 seed): the replay failed the same way; its last 30 events:`,
+    );
+    expect(r.text).toMatch(/\d+\.\d{3} µs {2}(sched|mm|device|lock)\./);
+    expect(r.err).toContain(
+      `wrote the trace of race.dontneed_read [device-private] at seed ${seed![1]} to ${trace}`,
+    );
+    const parsed: unknown = JSON.parse(readFileSync(trace, 'utf8'));
+    expect(validateChromeTrace(parsed)).toEqual([]);
+    expect((parsed as { traceEvents: unknown[] }).traceEvents.length).toBeGreaterThan(30);
+    // Replaying from the printed command reproduces it at one seed.
+    const again = await run([
+      'run',
+      NO_READ_RETRY,
+      '--only',
+      'race.dontneed_read',
+      '--seed',
+      seed![1]!,
+      '--seeds',
+      '1',
+    ]);
+    expect(again.code).toBe(1);
+    expect(again.text).toContain('Failed (1):\n  race.dontneed_read [device-private]');
+  }, 60_000);
 });

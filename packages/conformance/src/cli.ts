@@ -23,6 +23,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { toChromeTrace } from '@hmm/core';
 import { CASES, findCase } from './catalog.js';
 import { validateExpectations } from './expectations.js';
 import type { Expectations } from './expectations.js';
@@ -34,6 +35,7 @@ import type { ConformanceFactory, ConformanceManifest } from './target.js';
 /** The usage text (`hmm-conformance --help`). */
 export const USAGE = `usage: hmm-conformance list [--json]
        hmm-conformance run <driver-module> [--seeds N] [--seed S] [--only id,...] [--json file] [--junit file]
+                           [--trace file]
 
 Commands:
   list      every conformance case with its id, kernel reference, required capabilities and variants
@@ -50,6 +52,9 @@ Options:
   --seeds <N>       run: seeds of the seed-exploring cases (default 20)
   --seed <S>        run: first seed of every case (default 1); a failure prints the seed reproducing it
   --only <id,...>   run: only these case ids (see \`list\`)
+  --trace <file>    run: write a Chrome Trace Event / Perfetto JSON timeline (open it in
+                    https://ui.perfetto.dev) of the first failure's replay at its seed, or of the
+                    last case run when none failed; e.g. --only <id> --seed S --seeds 1 --trace t.json
   -h, --help
 
 Exit status: 0 every case passed or met its expectation, 1 a case failed or passed against an
@@ -149,6 +154,7 @@ async function run(argv: readonly string[], out: Write, err: Write): Promise<num
         seeds: { type: 'string' },
         seed: { type: 'string' },
         only: { type: 'string' },
+        trace: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -156,6 +162,7 @@ async function run(argv: readonly string[], out: Write, err: Write): Promise<num
     return usageError(err, (e as Error).message);
   }
   const v = parsed.values;
+  if (v.trace === '') return usageError(err, '--trace needs a file name');
   if (v.help) {
     out(`${USAGE}\n`);
     return 0;
@@ -201,6 +208,7 @@ async function run(argv: readonly string[], out: Write, err: Write): Promise<num
     ...(seeds === undefined ? {} : { seeds }),
     ...(seed === undefined ? {} : { seed }),
     ...(driver.expectations === undefined ? {} : { expectations: driver.expectations }),
+    ...(v.trace === undefined ? {} : { trace: true }),
     onProgress: (e) => {
       const line = progressLine(e);
       if (line !== null) err(line);
@@ -208,9 +216,22 @@ async function run(argv: readonly string[], out: Write, err: Write): Promise<num
   };
   const report = await runConformance(driver.factory, driver.manifest, opts);
   out(formatReport(report, { module: modulePath }));
+  const lt = report.lastTrace;
+  if (v.trace !== undefined && lt === null) err('hmm-conformance: --trace: no case ran, no trace written\n');
   const writes: [string | undefined, string, string][] = [
     [v.json, 'JSON', reportToJson(report)],
     [v.junit, 'JUnit', reportToJunit(report, { module: modulePath })],
+    [
+      lt === null ? undefined : v.trace,
+      'trace',
+      lt === null
+        ? ''
+        : `${JSON.stringify(
+            toChromeTrace(lt.events, {
+              title: `${report.driver}: ${lt.id} [${lt.variant}] seed ${lt.seed}`,
+            }),
+          )}\n`,
+    ],
   ];
   for (const [target, kind, text] of writes) {
     if (target === undefined) continue;
@@ -222,7 +243,11 @@ async function run(argv: readonly string[], out: Write, err: Write): Promise<num
       err(`hmm-conformance: cannot write the ${kind} report to '${target}': ${(e as Error).message}\n`);
       return 2;
     }
-    err(`wrote the ${kind} report to ${target}\n`);
+    err(
+      kind === 'trace'
+        ? `wrote the trace of ${lt!.id} [${lt!.variant}] at seed ${lt!.seed} to ${target} (open it in https://ui.perfetto.dev)\n`
+        : `wrote the ${kind} report to ${target}\n`,
+    );
   }
   return report.ok ? 0 : 1;
 }

@@ -87,3 +87,30 @@ export function defineP2pGroup(
 ): void {
   describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('p2p', factory, manifest, opts));
 }
+
+/** Registers the race group alone (seeded interleavings of device faults and invalidations). */
+export function defineRaceGroup(
+  factory: ConformanceFactory,
+  manifest: ConformanceManifest,
+  opts: RunOptions = {},
+): void {
+  describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('race', factory, manifest, opts));
+}
+
+/** Registers the fault-injection group alone. */
+export function defineFaultGroup(
+  factory: ConformanceFactory,
+  manifest: ConformanceManifest,
+  opts: RunOptions = {},
+): void {
+  describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('fault', factory, manifest, opts));
+}
+
+/** Registers the userptr group alone. */
+export function defineUserptrGroup(
+  factory: ConformanceFactory,
+  manifest: ConformanceManifest,
+  opts: RunOptions = {},
+): void {
+  describe(`@hmm/conformance: ${manifest.name}`, () => registerGroup('userptr', factory, manifest, opts));
+}

@@ -8,7 +8,7 @@
  *
  * @packageDocumentation
  */
-export { CASES, P2P_CASES, findCase } from './catalog.js';
+export { CASES, FAULT_CASES, P2P_CASES, RACE_CASES, USERPTR_CASES, findCase } from './catalog.js';
 export type { Capability, CaseInfo, Variant } from './catalog.js';
 export { SnapshotByte } from './target.js';
 export { snapshotByteOf, snapshotRange } from './snapshot.js';
@@ -28,6 +28,10 @@ export type {
   ReadBackResult,
   SnapshotByteValue,
   TestDevice,
+  UserptrHandle,
+  UserptrHandleMode,
+  UserptrRegisterOptions,
+  UserptrTarget,
 } from './target.js';
 /**
  * The suite's reference peer-to-peer importer (a device reaching an exporter's device-file mapping
@@ -44,6 +48,9 @@ export {
   MIGRATE_CASES,
   MIRROR_CASES,
   P2P_CASES_IMPL,
+  RACE_CASES_IMPL,
+  FAULT_CASES_IMPL,
+  USERPTR_CASES_IMPL,
   groupOf,
 } from './cases/index.js';
 export type { CaseContext, CaseFn, GroupName } from './cases/index.js';

@@ -33,6 +33,16 @@ function result(
     contract: error?.contract ?? null,
     seed,
     simNs: ran ? 1000 : null,
+    replay:
+      status === 'failed'
+        ? {
+            seed: seed ?? 1,
+            seeds: 1,
+            reproduced: true,
+            tail: [{ type: 'sched.block', ts: 1500, task: 3, name: 'hmm-tests', on: 'mutex driver' }],
+            events: null,
+          }
+        : null,
   };
 }
 
@@ -49,6 +59,7 @@ function report(results: CaseResult[]): ConformanceReport {
     passed: results.filter((r) => r.status === 'passed'),
     failed: results.filter((r) => r.status === 'failed'),
     skipped: results.filter((r) => r.status === 'skipped'),
+    lastTrace: null,
   };
 }
 
@@ -75,7 +86,9 @@ describe('formatReport', () => {
         '  hmm.anon_read [device-private] (hmm-tests.c:anon_read)',
         `      contract broken: ${NASTY}`,
         '      kernel reference: hmm-tests.c:anon_read',
-        '      reproduce: hmm-conformance run ./drv.js --only hmm.anon_read --seed 7',
+        '      reproduce: hmm-conformance run ./drv.js --only hmm.anon_read --seed 7 --seeds 1 --trace trace.json',
+        '      replay at seed 7 (1 seed): the replay failed the same way; its last 1 events:',
+        '               1.500 µs  sched.block        task=3 name=hmm-tests on=mutex driver',
       ].join('\n'),
     );
     expect(text).toContain(
@@ -103,6 +116,10 @@ describe('formatReport', () => {
     ).toBe(true);
     expect(formatReport(report([SAMPLE.results[0]!]))).toContain('1 cases: 1 passed\nResult: OK');
     expect(reproduceCommand(SAMPLE.results[1]!)).toBe(
+      'hmm-conformance run <driver-module> --only hmm.anon_read --seed 7 --seeds 1 --trace trace.json',
+    );
+    // Without a reproducing replay the command names the seed only.
+    expect(reproduceCommand({ ...SAMPLE.results[1]!, replay: null })).toBe(
       'hmm-conformance run <driver-module> --only hmm.anon_read --seed 7',
     );
   });
@@ -125,6 +142,12 @@ describe('reportToJson', () => {
       message: `hmm.anon_read [device-private] (hmm-tests.c:anon_read) seed 7: ${NASTY}`,
       seed: 7,
       simNs: 1000,
+      replay: {
+        seed: 7,
+        seeds: 1,
+        reproduced: true,
+        tail: ['       1.500 µs  sched.block        task=3 name=hmm-tests on=mutex driver'],
+      },
     });
     expect(parsed.results[4]).toMatchObject({ status: 'expected-skip', reason: 'hangs', seed: null });
   });
@@ -217,7 +240,7 @@ describe('reportToJunit', () => {
     expect(failure.attrs.type).toBe('ConformanceFailure');
     expect(failure.text).toBe(
       `hmm.anon_read [device-private] (hmm-tests.c:anon_read) seed 7: ${clean}\n` +
-        'reproduce: hmm-conformance run ./drv.js --only hmm.anon_read --seed 7',
+        'reproduce: hmm-conformance run ./drv.js --only hmm.anon_read --seed 7 --seeds 1 --trace trace.json',
     );
     expect(cases[2]!.children[0]!.attrs.type).toBe('UnexpectedPass');
     expect(cases[3]!.children[0]!.attrs.message).toBe('expected failure (known): file READ');

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { TraceEvent } from '@hmm/core';
 import { findCase } from './catalog.js';
 import { groupOf } from './cases/index.js';
 import { CASE_STATUSES } from './runner.js';
@@ -41,7 +42,40 @@ function head(r: CaseResult): string {
 
 /** The command line that reruns `r` alone at its seed. */
 export function reproduceCommand(r: CaseResult, module = '<driver-module>'): string {
-  return `hmm-conformance run ${module} --only ${r.id}${r.seed === null ? '' : ` --seed ${r.seed}`}`;
+  const seed = r.seed === null ? '' : ` --seed ${r.seed}`;
+  // A replay at one seed of a seed loop is the one interleaving: one seed reproduces it.
+  const one = r.replay !== null && r.replay.reproduced && r.replay.seeds === 1 ? ' --seeds 1' : '';
+  const trace = r.replay !== null && r.replay.reproduced ? ' --trace trace.json' : '';
+  return `hmm-conformance run ${module} --only ${r.id}${seed}${one}${trace}`;
+}
+
+/**
+ * One trace event as a line: simulated time in µs, the event type and its payload
+ * (`  1234.567 µs  sched.block  task=3 name=hmm-tests on=mutex driver`).
+ */
+export function formatTraceEvent(e: TraceEvent): string {
+  const fields = Object.entries(e)
+    .filter(([k]) => k !== 'type' && k !== 'ts')
+    .map(
+      ([k, v]) =>
+        `${k}=${typeof v === 'number' && v > 0xffff && Number.isInteger(v) ? `0x${v.toString(16)}` : String(v)}`,
+    )
+    .join(' ');
+  return `${(e.ts / 1000).toFixed(3).padStart(12)} µs  ${e.type.padEnd(18)} ${fields}`;
+}
+
+/** The interleaving lines of a failure's replay (empty when it has none). */
+function interleavingLines(r: CaseResult): string[] {
+  const rp = r.replay;
+  if (rp === null) return [];
+  const how = rp.reproduced
+    ? 'the replay failed the same way'
+    : 'the replay did NOT fail the same way: the case or driver is not deterministic';
+  const out = [
+    `      replay at seed ${rp.seed} (${rp.seeds} seed${rp.seeds === 1 ? '' : 's'}): ${how}; its last ${rp.tail.length} events:`,
+  ];
+  for (const e of rp.tail) out.push(`        ${formatTraceEvent(e)}`);
+  return out;
 }
 
 /** One line of counts: `12 cases: 9 passed, 1 failed, 2 skipped`. */
@@ -74,6 +108,7 @@ export function formatReport(report: ConformanceReport, opts: FormatOptions = {}
           lines.push(`      contract broken: ${r.contract ?? '(none)'}`);
           if (r.kernelRef !== null) lines.push(`      kernel reference: ${r.kernelRef}`);
           lines.push(`      reproduce: ${reproduceCommand(r, opts.module)}`);
+          lines.push(...interleavingLines(r));
           break;
         case 'passed':
           lines.push(`  ${head(r)}`);
@@ -101,6 +136,13 @@ export interface CaseResultJson {
   readonly message: string | null;
   readonly seed: number | null;
   readonly simNs: number | null;
+  /** A failure's replay: its seed(s), whether it reproduced, and its last events as text lines. */
+  readonly replay: {
+    readonly seed: number;
+    readonly seeds: number;
+    readonly reproduced: boolean;
+    readonly tail: readonly string[];
+  } | null;
 }
 
 /** The JSON form of a report ({@link reportToJson}). */
@@ -132,6 +174,15 @@ export function reportToObject(report: ConformanceReport): ConformanceReportJson
       message: r.error?.message ?? null,
       seed: r.seed,
       simNs: r.simNs,
+      replay:
+        r.replay === null
+          ? null
+          : {
+              seed: r.replay.seed,
+              seeds: r.replay.seeds,
+              reproduced: r.replay.reproduced,
+              tail: r.replay.tail.map(formatTraceEvent),
+            },
     })),
   };
 }

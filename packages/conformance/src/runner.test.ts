@@ -67,7 +67,11 @@ describe('runConformance', () => {
     expect(error.message).toBe(
       'hmm.anon_read [device-private] (hmm-tests.c:anon_read) seed 1: device READ data: int[2048] is 0, expected 2048',
     );
-    expect(seeds).toEqual([1, 1, 1]);
+    // One target per case run, plus the failing case's replay at its seed.
+    expect(seeds).toEqual([1, 1, 1, 1]);
+    expect(failed!.replay).toMatchObject({ seed: 1, seeds: 1, reproduced: true });
+    expect(failed!.replay!.tail.length).toBeGreaterThan(0);
+    expect(failed!.replay!.events).toBeNull();
 
     const skipped = Object.fromEntries(report.skipped.map((r) => [`${r.id} ${r.variant}`, r.reason]));
     // Cases needing device-private are skipped in both variants, with the missing capability.
@@ -94,6 +98,8 @@ describe('runConformance', () => {
         'two-devices',
         'p2p-exporter',
         'p2p-importer',
+        'fault-injection',
+        'userptr',
       ],
     });
     expect(plan).toHaveLength(CASES.reduce((n, c) => n + c.variants.length, 0));
@@ -139,7 +145,9 @@ describe('runConformance', () => {
     expect(report.failed).toHaveLength(1);
     // The first seed fails (READ data); the target built for the run itself has the base seed.
     expect(report.failed[0]!.error).toMatchObject({ caseId: 'hmm.anon_teardown', seed: 1 });
-    expect(seeds).toEqual([1, 1]);
+    // The run, then its replay at the failing seed.
+    expect(seeds).toEqual([1, 1, 1, 1]);
+    expect(report.failed[0]!.replay).toMatchObject({ seed: 1, seeds: 1, reproduced: true });
   });
 });
 

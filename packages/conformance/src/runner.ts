@@ -13,7 +13,8 @@
  *
  * @module
  */
-import { HmmSanitizer } from '@hmm/core';
+import { HmmSanitizer, TraceRecorder } from '@hmm/core';
+import type { TraceEvent } from '@hmm/core';
 import { CASES, findCase } from './catalog.js';
 import type { Capability, CaseInfo, Variant } from './catalog.js';
 import { ConformanceFailure } from './assert.js';
@@ -42,6 +43,33 @@ export interface RunOptions {
   readonly expectations?: Expectations;
   /** Called when each planned case starts and when it finishes ({@link runConformance} only). */
   readonly onProgress?: (event: ProgressEvent) => void;
+  /**
+   * Keep the whole recorded trace of each failure's replay in {@link CaseReplay.events}, and record
+   * the last case run even when it passes ({@link ConformanceReport.lastTrace}); for
+   * `hmm-conformance run --trace` ({@link runConformance} only). Default false: a replay keeps only
+   * its interleaving tail.
+   */
+  readonly trace?: boolean;
+}
+
+/** Events of the interleaving tail a failure's replay keeps ({@link CaseReplay.tail}). */
+export const INTERLEAVING_TAIL = 30;
+
+/**
+ * A failed case run again at its failing seed with the machine's trace recorded: the simulation is
+ * deterministic, so the replay takes the same interleaving and should fail the same way.
+ */
+export interface CaseReplay {
+  /** The first seed of the replay (the failure's seed). */
+  readonly seed: number;
+  /** Seeds the replay ran over (1 when the failure was at one seed of a seed loop). */
+  readonly seeds: number;
+  /** Whether the replay failed with the same contract. */
+  readonly reproduced: boolean;
+  /** The last {@link INTERLEAVING_TAIL} events of the replay's busiest machine, oldest first. */
+  readonly tail: readonly TraceEvent[];
+  /** Every event of that machine, when {@link RunOptions.trace} asked for them; else null. */
+  readonly events: readonly TraceEvent[] | null;
 }
 
 /**
@@ -123,6 +151,8 @@ export interface CaseResult {
   readonly seed: number | null;
   /** Simulated time the case took (ns, summed over the machines it built); null when not run. */
   readonly simNs: number | null;
+  /** For a `failed` case, its replay at the failing seed with the trace recorded; null otherwise. */
+  readonly replay: CaseReplay | null;
 }
 
 /** Results per {@link CaseStatus}, and their total. */
@@ -146,6 +176,16 @@ export interface ConformanceReport {
   readonly failed: CaseResult[];
   /** The results with status `skipped`. */
   readonly skipped: CaseResult[];
+  /**
+   * With {@link RunOptions.trace}: the recorded events of the last case that ran (its busiest
+   * machine) and the case's id, variant and seed; null otherwise.
+   */
+  readonly lastTrace: {
+    readonly id: string;
+    readonly variant: Variant;
+    readonly seed: number;
+    readonly events: readonly TraceEvent[];
+  } | null;
 }
 
 function skipReason(info: CaseInfo, variant: Variant, manifest: ConformanceManifest): string | null {
@@ -208,8 +248,8 @@ export async function runPlannedCase(
 async function executePlannedCase(
   planned: PlannedCase,
   factory: ConformanceFactory,
-  opts: { readonly seed?: number; readonly seeds?: number },
-): Promise<{ failure: ConformanceFailure | null; simNs: number }> {
+  opts: { readonly seed?: number; readonly seeds?: number; readonly record?: boolean },
+): Promise<{ failure: ConformanceFailure | null; simNs: number; events: TraceEvent[] | null }> {
   const { info, variant, run } = planned;
   if (run === null)
     throw new Error(`@hmm/conformance: ${info.id} [${variant}] is skipped: ${planned.reason}`);
@@ -217,8 +257,10 @@ async function executePlannedCase(
   const where = { caseId: info.id, kernelRef: info.kernelRef, variant, seed };
   const targets: ConformanceTarget[] = [];
   const sanitizers: HmmSanitizer[] = [];
+  const recorders: TraceRecorder[] = [];
   const create = async (s: number): Promise<ConformanceTarget> => {
     const made = await factory({ seed: s, variant });
+    if (opts.record === true) recorders.push(new TraceRecorder(made.machine.trace));
     // The sanitizer is on for every case: each device a case opens is watched.
     const san = new HmmSanitizer(made.machine.mm, 'record');
     sanitizers.push(san);
@@ -273,6 +315,10 @@ async function executePlannedCase(
       seeds: opts.seeds ?? DEFAULT_SEEDS,
       capabilities: planned.capabilities,
       createTarget: create,
+      sanitize: () => {
+        for (const san of sanitizers) san.checkAll();
+        return sanitizers.flatMap((san) => san.violations);
+      },
     });
   } catch (e) {
     failure = ConformanceFailure.from(e, where);
@@ -296,7 +342,47 @@ async function executePlannedCase(
     }
   }
   const simNs = targets.reduce((n, t) => n + t.machine.sched.now, 0);
-  return { failure, simNs };
+  for (const r of recorders) r.stop();
+  // The busiest machine is the one the case raced on (a seed loop's extra targets stay idle).
+  const busiest = recorders.reduce<TraceRecorder | null>(
+    (best, r) => (best === null || r.events.length > best.events.length ? r : best),
+    null,
+  );
+  return { failure, simNs, events: busiest?.events ?? null };
+}
+
+/**
+ * Runs a failed case again at its failing seed with the trace recorded: at that one seed first (the
+ * interleaving of a seed loop's failing seed), then, if that does not fail the same way (a check
+ * over all the seeds), over the run's seeds from there.
+ */
+async function replayFailure(
+  planned: PlannedCase,
+  factory: ConformanceFactory,
+  failure: ConformanceFailure,
+  run: { readonly seed: number; readonly seeds: number; readonly keep: boolean },
+): Promise<CaseReplay> {
+  const seed = failure.seed ?? run.seed;
+  const attempt = async (seeds: number): Promise<CaseReplay> => {
+    let again: ConformanceFailure | null;
+    let events: TraceEvent[] = [];
+    try {
+      const r = await executePlannedCase(planned, factory, { seed, seeds, record: true });
+      again = r.failure;
+      events = r.events ?? [];
+    } catch (e) {
+      again = ConformanceFailure.from(e, { seed });
+    }
+    return {
+      seed,
+      seeds,
+      reproduced: again !== null && again.contract === failure.contract,
+      tail: events.slice(-INTERLEAVING_TAIL),
+      events: run.keep ? events : null,
+    };
+  };
+  const one = await attempt(1);
+  return one.reproduced || run.seeds === 1 ? one : attempt(run.seeds);
 }
 
 /** A one-line title: `<id> [variant] (<kernelRef>)`. */
@@ -334,13 +420,15 @@ export async function runConformance(
   const seeds = opts.seeds ?? DEFAULT_SEEDS;
   const plan = planCases(manifest, opts.only === undefined ? {} : { only: opts.only });
   const results: CaseResult[] = [];
+  let lastTrace: ConformanceReport['lastTrace'] = null;
+  let failedTrace = false;
   for (const [index, planned] of plan.entries()) {
     const { info, variant } = planned;
     const expectation = expectationFor(opts.expectations, info.id, variant);
     const runs = planned.run !== null && expectation?.expect !== 'skip';
     opts.onProgress?.({ type: 'case-started', index, total: plan.length, id: info.id, variant, runs });
     const base = { id: info.id, kernelRef: info.kernelRef, title: info.title, variant };
-    const notRun = { error: null, contract: null, seed: null, simNs: null };
+    const notRun = { error: null, contract: null, seed: null, simNs: null, replay: null };
     let result: CaseResult;
     if (planned.run === null) {
       result = { ...base, status: 'skipped', reason: planned.reason, ...notRun };
@@ -350,12 +438,27 @@ export async function runConformance(
       const where = { caseId: info.id, kernelRef: info.kernelRef, variant, seed };
       let failure: ConformanceFailure | null;
       let simNs: number | null = null;
+      let events: TraceEvent[] | null = null;
       try {
-        ({ failure, simNs } = await executePlannedCase(planned, factory, { seed, seeds }));
+        ({ failure, simNs, events } = await executePlannedCase(planned, factory, {
+          seed,
+          seeds,
+          record: opts.trace === true,
+        }));
       } catch (e) {
         failure = ConformanceFailure.from(e, where);
       }
+      if (events !== null && !failedTrace) lastTrace = { id: info.id, variant, seed, events };
       if (failure !== null) {
+        const replay =
+          expectation === null
+            ? await replayFailure(planned, factory, failure, { seed, seeds, keep: opts.trace === true })
+            : null;
+        if (replay?.events != null && !failedTrace) {
+          // The first failure's replay is the trace worth opening; later cases do not replace it.
+          lastTrace = { id: info.id, variant, seed: replay.seed, events: replay.events };
+          failedTrace = true;
+        }
         result = {
           ...base,
           status: expectation === null ? 'failed' : 'expected-fail',
@@ -364,6 +467,7 @@ export async function runConformance(
           contract: failure.contract,
           seed: failure.seed ?? seed,
           simNs,
+          replay,
         };
       } else if (expectation !== null) {
         const error = new ConformanceFailure(stalePass(expectation.reason), where);
@@ -375,9 +479,19 @@ export async function runConformance(
           contract: error.contract,
           seed,
           simNs,
+          replay: null,
         };
       } else {
-        result = { ...base, status: 'passed', reason: null, error: null, contract: null, seed, simNs };
+        result = {
+          ...base,
+          status: 'passed',
+          reason: null,
+          error: null,
+          contract: null,
+          seed,
+          simNs,
+          replay: null,
+        };
       }
     }
     results.push(result);
@@ -396,5 +510,6 @@ export async function runConformance(
     passed: only('passed'),
     failed: only('failed'),
     skipped: only('skipped'),
+    lastTrace,
   };
 }

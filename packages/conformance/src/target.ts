@@ -97,6 +97,13 @@ export interface TestDevice {
   /** `HMM_DMIRROR_FLAGS` with `HMM_DMIRROR_FLAG_FAIL_ALLOC`: the next device-page allocation fails. */
   failNextAlloc?(): void;
   /**
+   * Fault injection (drivers declaring `fault-injection`): the next transfer of the device's copy
+   * engine between system and device memory (either way) stops after `afterPages` pages, as
+   * `CopyEngine.failNext` does: a prefix arrives, the rest does not. The driver must then migrate
+   * only the pages that were copied (a destination left empty is not migrated) and lose no byte.
+   */
+  failNextCopy?(afterPages: number): void;
+  /**
    * Optional introspection: the device page-table permission (`DevPerm` bits, 0 = not mapped) of
    * each of `npages` pages at `addr`, read synchronously. With it the cases also check that
    * invalidations removed device mappings and what READ / WRITE mapped; without it those checks
@@ -146,6 +153,21 @@ export interface ConformanceTarget {
    * any exporter it imports from), and the driver's importer if it declares `p2p-importer`.
    */
   readonly p2p?: P2pTarget;
+  /**
+   * User-pointer objects (needed by the userptr cases, which run for drivers declaring `userptr`):
+   * the driver registers a process's memory as a device object (a GPU userptr BO, an RDMA memory
+   * region), pinned or mirrored.
+   */
+  readonly userptr?: UserptrTarget;
+  /**
+   * Fault injection (drivers declaring `fault-injection`): hot-removes the target's first device, as
+   * the driver's remove path does (`dmirror_device_remove`): its device memory is evicted to system
+   * memory (`migrate_device_range`), its mirrors stop (device mappings dropped, notifiers removed;
+   * later commands of its open `TestDevice`s reject with a typed error, closing them still works),
+   * its pagemap is unregistered and the device goes away. Runs inside a task. A second call rejects
+   * with EINVAL or ENODEV and changes nothing; {@link teardown} still works after it.
+   */
+  removeDevice?(): Promise<void>;
   /** Called once after the case, passed or failed. */
   teardown?(): Promise<void>;
 }
@@ -250,6 +272,69 @@ export interface P2pTarget {
     pages: number,
     position: P2pPosition,
   ): Promise<P2pImporterHandle>;
+}
+
+/** How a {@link UserptrHandle} keeps the device's view of the memory valid. */
+export type UserptrHandleMode = 'pinned' | 'mirrored';
+
+/** Options of {@link UserptrTarget.register}. */
+export interface UserptrRegisterOptions {
+  /** The device may write the object (a writable BO, an MR with write access); else read only. */
+  readonly write: boolean;
+}
+
+/**
+ * One user-pointer object: pages of a process's memory the device reaches as one object. The suite
+ * holds each mode to its own contract:
+ *
+ * - `'pinned'` (`pin_user_pages` with FOLL_LONGTERM: `ib_umem_get`, a pinning GPU driver): the
+ *   object keeps the frames it pinned at registration until released. Reclaim cannot take them;
+ *   fork gives the child copies and leaves the pinned frames to the parent; after munmap the
+ *   device still reaches them (the data as it was).
+ * - `'mirrored'` (an interval notifier and `hmm_range_fault` before use: amdgpu userptr BOs, ODP
+ *   MRs): the object holds no page reference; after an invalidation it collects the pages again, so
+ *   the device sees what the CPU maps at the address now (the parent's copy after a COW break, a
+ *   page swapped back in), and an access after munmap fails with EFAULT.
+ *
+ * Each method runs inside a task of the machine's scheduler.
+ */
+export interface UserptrHandle {
+  readonly mode: UserptrHandleMode;
+  /**
+   * The device reads the whole object now; resolves to the bytes it saw. Rejects with the driver's
+   * errno (EFAULT when the memory is gone).
+   */
+  read(): Promise<Uint8Array>;
+  /** Objects registered with `write`: the device writes `data` (the whole object) now. */
+  write?(data: Uint8Array): Promise<void>;
+  /**
+   * Releases the object (`GEM_CLOSE`, `ibv_dereg_mr`): once it resolves, no pin, page reference,
+   * notifier or device translation of the object is left.
+   */
+  release(): Promise<void>;
+  /**
+   * The device and address-space context the object's translations live in (optional): with it the
+   * cases watch them with the sanitizer (a pinned frame is exempt from the stale-mapping rule).
+   */
+  readonly binding?: { readonly device: SimDevice; readonly asid: number };
+}
+
+/** What the userptr cases need of a target (drivers declaring `userptr`). */
+export interface UserptrTarget {
+  /**
+   * Registers the `npages` pages at `addr` of `process` as a device object. Resolves once it is
+   * registered and its pages were checked once (pinned, or collected with `hmm_range_fault` as
+   * amdgpu's `AMDGPU_GEM_USERPTR_VALIDATE` or a flushed ODP prefetch does). Rejects, leaving nothing
+   * registered, with the driver's errno: EFAULT for a hole or PROT_NONE memory, EPERM or EFAULT for
+   * a `write` object over read-only memory. The cases never hold two objects over overlapping ranges
+   * of one process at once.
+   */
+  register(
+    process: Process,
+    addr: number,
+    npages: number,
+    opts: UserptrRegisterOptions,
+  ): Promise<UserptrHandle>;
 }
 
 /** Options a factory receives. */

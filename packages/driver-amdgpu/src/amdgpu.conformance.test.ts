@@ -1,11 +1,22 @@
-/** The amdgpu-like driver run through the conformance suite: the mirror cases and the p2p exporter cases. */
+/**
+ * The amdgpu-like driver run through the conformance suite: the mirror cases, the p2p exporter cases
+ * and the userptr cases (graphics-mode BOs; the userptr group again with pinned BOs).
+ */
 import { DevPerm, MapFlag, PAGE_SIZE, Prot, isHmmError } from '@hmm/core';
-import { P2P_CASES, planCases } from '@hmm/conformance';
-import { defineConformanceSuite } from '@hmm/conformance/vitest';
+import { P2P_CASES, USERPTR_CASES, planCases } from '@hmm/conformance';
+import type { ConformanceFactory } from '@hmm/conformance';
+import { defineConformanceSuite, defineUserptrGroup } from '@hmm/conformance/vitest';
 import { describe, expect, it } from 'vitest';
-import { AmdgpuTestDevice, amdgpuFactory, amdgpuManifest } from './conformance.js';
+import { AmdgpuTestDevice, AmdgpuUserptrTarget, amdgpuFactory, amdgpuManifest } from './conformance.js';
 
 defineConformanceSuite(amdgpuFactory, amdgpuManifest);
+
+/** The same target with userptr BOs in pinning mode (pinned at creation, no notifier). */
+const amdgpuPinnedUserptrFactory: ConformanceFactory = async (opts) => {
+  const t = await amdgpuFactory(opts);
+  return { ...t, userptr: (t.userptr as AmdgpuUserptrTarget).withMode('pin') };
+};
+defineUserptrGroup(amdgpuPinnedUserptrFactory, { ...amdgpuManifest, name: 'amdgpu (pinned userptr)' });
 
 const P = PAGE_SIZE;
 const RW = Prot.READ | Prot.WRITE;
@@ -27,6 +38,7 @@ describe('amdgpu conformance target', () => {
     expect(ran).toContain('hmm2.snapshot');
     // Every p2p case runs (exporter-only: the suite's reference importer imports).
     for (const c of P2P_CASES) expect(ran).toContain(c.id);
+    for (const c of USERPTR_CASES) expect(ran).toContain(c.id);
   });
 
   it('a warm command reuses the bound BO (no fault); an invalidation or an overlapping command makes the next one fault; opens of one process share its VM', async () => {

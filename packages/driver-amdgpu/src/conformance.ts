@@ -28,7 +28,16 @@
  *
  * @module
  */
-import { DevPerm, HmmError, Machine, PAGE_SIZE, PciTopology, TASK_SIZE, hex } from '@hmm/core';
+import {
+  DevPerm,
+  HMM_RANGE_DEFAULT_TIMEOUT_NS,
+  HmmError,
+  Machine,
+  PAGE_SIZE,
+  PciTopology,
+  TASK_SIZE,
+  hex,
+} from '@hmm/core';
 import type { Process, SimDevice } from '@hmm/core';
 import { snapshotRange } from '@hmm/conformance';
 import type {
@@ -38,25 +47,30 @@ import type {
   ConformanceTarget,
   P2pTarget,
   TestDevice,
+  UserptrHandle,
+  UserptrHandleMode,
+  UserptrRegisterOptions,
+  UserptrTarget,
 } from '@hmm/conformance';
 import { amdgpuCsRetry } from './cs.js';
 import { AmdgpuDevice } from './gpu.js';
 import type { AmdgpuVm } from './gpu.js';
+import type { JobExec } from './ring.js';
 import { UserptrFlag, gemUserptr } from './userptr.js';
-import type { UserptrBo } from './userptr.js';
+import type { UserptrBo, UserptrMode } from './userptr.js';
 import { AmdgpuVram, VramBoExporter } from './vram.js';
 
-/** What the amdgpu-like driver declares: a userptr mirror and a VRAM exporter. */
+/** What the amdgpu-like driver declares: a userptr mirror, userptr objects and a VRAM exporter. */
 export const amdgpuManifest: ConformanceManifest = {
   name: 'amdgpu',
-  capabilities: ['mirror', 'p2p-exporter'],
+  capabilities: ['mirror', 'p2p-exporter', 'userptr'],
 };
 
 /** Visible VRAM of the conformance GPU: 64 MiB, far more than a p2p case exports. */
 export const AMDGPU_CONFORMANCE_VISIBLE_VRAM_BYTES = 64 * 1024 * 1024;
 
 /** Opens of each VM (one VM per process, shared by that process's opens). */
-type OpenCounts = Map<AmdgpuVm, number>;
+export type AmdgpuOpenCounts = Map<AmdgpuVm, number>;
 
 /** One open of the GPU by a process, as the conformance suite drives it (see the module doc). */
 export class AmdgpuTestDevice implements TestDevice {
@@ -68,13 +82,13 @@ export class AmdgpuTestDevice implements TestDevice {
   private constructor(
     readonly gpu: AmdgpuDevice,
     readonly vm: AmdgpuVm,
-    readonly opens: OpenCounts,
+    readonly opens: AmdgpuOpenCounts,
   ) {
     this.binding = { device: gpu.device, asid: vm.asid };
   }
 
   /** Opens `gpu` for `process` (`amdgpu_driver_open_kms`); `opens` counts the opens of each VM. */
-  static open(gpu: AmdgpuDevice, process: Process, opens: OpenCounts = new Map()): AmdgpuTestDevice {
+  static open(gpu: AmdgpuDevice, process: Process, opens: AmdgpuOpenCounts = new Map()): AmdgpuTestDevice {
     const vm = gpu.vm(process);
     opens.set(vm, (opens.get(vm) ?? 0) + 1);
     return new AmdgpuTestDevice(gpu, vm, opens);
@@ -133,12 +147,17 @@ export class AmdgpuTestDevice implements TestDevice {
     run: Parameters<typeof amdgpuCsRetry>[1]['job']['run'],
   ): Promise<number> {
     const wasBound = bo.bound;
-    const { job, attempts } = await amdgpuCsRetry(this.gpu, {
-      vm: this.vm,
-      ring: 'gfx',
-      bos: [bo],
-      job: run === undefined ? { name } : { name, run },
-    });
+    // The test ioctl must end: retry EAGAIN for the kernel's fault budget, then report it.
+    const { job, attempts } = await amdgpuCsRetry(
+      this.gpu,
+      {
+        vm: this.vm,
+        ring: 'gfx',
+        bos: [bo],
+        job: run === undefined ? { name } : { name, run },
+      },
+      { timeoutNs: HMM_RANGE_DEFAULT_TIMEOUT_NS },
+    );
     await job.wait();
     return !wasBound || attempts > 1 ? 1 : 0;
   }
@@ -200,6 +219,126 @@ export class AmdgpuTestDevice implements TestDevice {
   }
 }
 
+/** The userptr modes the conformance target registers objects in (KFD's compute mode needs a KFD process). */
+export type AmdgpuUserptrTargetMode = Exclude<UserptrMode, 'hsa'>;
+
+/**
+ * The suite's userptr objects on the GPU: a userptr BO of the process's VM (`AMDGPU_GEM_USERPTR`)
+ * over the range. In graphics mode (`'gfx'`, the default) it is REGISTER | VALIDATE (| READONLY for
+ * a read-only object): a notifier, the pages collected at creation and at every CS (`'mirrored'`);
+ * in pinning mode (`'pin'`) the pages are pinned at creation (`'pinned'`). A device read or write
+ * is one CS on the gfx ring whose job copies the whole BO through the VM, EAGAIN reissued within
+ * the kernel's fault budget. The VM is the process's, shared with its opens of the device file
+ * (`opens` counts both) and closed when the last of them goes.
+ */
+export class AmdgpuUserptrTarget implements UserptrTarget {
+  constructor(
+    readonly gpu: AmdgpuDevice,
+    readonly opens: AmdgpuOpenCounts,
+    readonly mode: AmdgpuUserptrTargetMode = 'gfx',
+  ) {}
+
+  /** The same GPU and VMs, registering in `mode`. */
+  withMode(mode: AmdgpuUserptrTargetMode): AmdgpuUserptrTarget {
+    return new AmdgpuUserptrTarget(this.gpu, this.opens, mode);
+  }
+
+  /** `AMDGPU_GEM_USERPTR` over the range; the collection's (or GUP's) error, with nothing left, otherwise. */
+  async register(
+    process: Process,
+    addr: number,
+    npages: number,
+    opts: UserptrRegisterOptions,
+  ): Promise<UserptrHandle> {
+    const vm = this.gpu.vm(process);
+    this.opens.set(vm, (this.opens.get(vm) ?? 0) + 1);
+    try {
+      const ro = opts.write ? 0 : UserptrFlag.READONLY;
+      const flags = this.mode === 'pin' ? ro : UserptrFlag.REGISTER | UserptrFlag.VALIDATE | ro;
+      const bo = await gemUserptr(this.gpu, process, {
+        addr,
+        size: npages * PAGE_SIZE,
+        flags,
+        mode: this.mode,
+      });
+      return new AmdgpuUserptrHandle(this, vm, bo);
+    } catch (e) {
+      await this.put(vm);
+      throw e;
+    }
+  }
+
+  /** Drops one use of `vm`; the last one closes it. */
+  async put(vm: AmdgpuVm): Promise<void> {
+    const n = (this.opens.get(vm) ?? 1) - 1;
+    if (n > 0) {
+      this.opens.set(vm, n);
+      return;
+    }
+    this.opens.delete(vm);
+    if (!this.gpu.removed) await this.gpu.closeVm(vm.process);
+  }
+}
+
+/** One userptr object of {@link AmdgpuUserptrTarget}. */
+export class AmdgpuUserptrHandle implements UserptrHandle {
+  readonly mode: UserptrHandleMode;
+  readonly binding: { readonly device: SimDevice; readonly asid: number };
+  /** Writable BOs: a gfx job writing the whole BO. */
+  readonly write?: (data: Uint8Array) => Promise<void>;
+  #released = false;
+
+  constructor(
+    readonly target: AmdgpuUserptrTarget,
+    readonly vm: AmdgpuVm,
+    readonly bo: UserptrBo,
+  ) {
+    this.mode = bo.mode === 'pin' ? 'pinned' : 'mirrored';
+    this.binding = { device: target.gpu.device, asid: vm.asid };
+    if (bo.writable) {
+      this.write = async (data) => {
+        if (!(data instanceof Uint8Array) || data.length !== bo.size) {
+          throw new HmmError('EINVAL', `amdgpu userptr write: ${bo.size} bytes expected`);
+        }
+        await this.#submit('userptr-write', (x) => {
+          x.write(bo.addr, data);
+        });
+      };
+    }
+  }
+
+  /** One CS on the gfx ring over the BO running `run`, waited for. */
+  async #submit(name: string, run: (x: JobExec) => void): Promise<void> {
+    if (this.#released) throw new HmmError('EINVAL', `amdgpu: userptr BO ${this.bo.handle} is freed`);
+    const { job } = await amdgpuCsRetry(
+      this.target.gpu,
+      { vm: this.vm, ring: 'gfx', bos: [this.bo], job: { name, run } },
+      { timeoutNs: HMM_RANGE_DEFAULT_TIMEOUT_NS },
+    );
+    await job.wait();
+  }
+
+  /** A gfx job copying the whole BO out through the VM. */
+  async read(): Promise<Uint8Array> {
+    let out: Uint8Array | null = null;
+    await this.#submit('userptr-read', (x) => {
+      out = x.read(this.bo.addr, this.bo.size);
+    });
+    if (out === null) {
+      throw new HmmError('EIO', `amdgpu: the read job of BO ${this.bo.handle} produced no data`);
+    }
+    return out;
+  }
+
+  /** `GEM_CLOSE` (waits for its jobs, removes the notifier or unpins), then the VM use dropped. Idempotent. */
+  async release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
+    await this.bo.free();
+    await this.target.put(this.vm);
+  }
+}
+
 /** What {@link amdgpuP2pTarget} builds. */
 export type AmdgpuP2pTarget = P2pTarget & { readonly vram: AmdgpuVram };
 
@@ -235,11 +374,12 @@ export const amdgpuFactory: ConformanceFactory = ({ seed }) => {
     gpu,
     new AmdgpuVram(gpu, { visibleVramBytes: AMDGPU_CONFORMANCE_VISIBLE_VRAM_BYTES }),
   );
-  const opens: OpenCounts = new Map();
+  const opens: AmdgpuOpenCounts = new Map();
   const target: ConformanceTarget = {
     machine,
     open: (process: Process) => Promise.resolve(AmdgpuTestDevice.open(gpu, process, opens)),
     p2p,
+    userptr: new AmdgpuUserptrTarget(gpu, opens),
     // Driver unload: VRAM BOs freed and the aperture unpublished, then the GPU removed.
     teardown: () =>
       machine.sched.runTask('amdgpu-unload', async () => {

@@ -97,6 +97,11 @@ export async function amdgpuCs(gpu: AmdgpuDevice, args: CsArgs): Promise<Submitt
 export interface CsRetryOptions {
   /** Attempts before giving up with the last EAGAIN; default unlimited, as libdrm's `drmIoctl`. */
   readonly maxAttempts?: number;
+  /**
+   * Simulated ns after the first attempt past which an EAGAIN is given up on (rethrown); default
+   * unlimited. A caller that must not livelock under an invalidation storm sets it.
+   */
+  readonly timeoutNs?: number;
 }
 
 /**
@@ -109,11 +114,13 @@ export async function amdgpuCsRetry(
   opts: CsRetryOptions = {},
 ): Promise<{ readonly job: SubmittedJob; readonly attempts: number }> {
   const max = opts.maxAttempts ?? Infinity;
+  const sched = gpu.machine.sched;
+  const deadline = sched.now + (opts.timeoutNs ?? Infinity);
   for (let attempt = 1; ; attempt++) {
     try {
       return { job: await amdgpuCs(gpu, args), attempts: attempt };
     } catch (e) {
-      if (!isHmmError(e, 'EAGAIN') || attempt >= max) throw e;
+      if (!isHmmError(e, 'EAGAIN') || attempt >= max || sched.now > deadline) throw e;
     }
   }
 }

@@ -38,11 +38,13 @@ export type { AmdgpuVramOptions, VramBoCreateOptions, VramBoDomain } from './vra
 export {
   AMDGPU_CONFORMANCE_VISIBLE_VRAM_BYTES,
   AmdgpuTestDevice,
+  AmdgpuUserptrHandle,
+  AmdgpuUserptrTarget,
   amdgpuFactory,
   amdgpuManifest,
   amdgpuP2pTarget,
 } from './conformance.js';
-export type { AmdgpuP2pTarget } from './conformance.js';
+export type { AmdgpuOpenCounts, AmdgpuP2pTarget, AmdgpuUserptrTargetMode } from './conformance.js';
 export { formatLongJob, formatNs, runLongJobScenario } from './long-job.js';
 export type { LongJobOptions, LongJobResult } from './long-job.js';
 export { CS_THROUGHPUT_SIZES, formatCsThroughput, runCsThroughput } from './cs-throughput.js';

@@ -33,19 +33,25 @@ import type {
   P2pImporterHandle,
   P2pPosition,
   TestDevice,
+  UserptrHandle,
+  UserptrHandleMode,
+  UserptrRegisterOptions,
+  UserptrTarget,
 } from '@hmm/conformance';
 import { NouveauGpu, nouveauP2pTarget, nouveauTopology } from '@hmm/driver-nouveau';
 import { Mlx5Hca } from './hca.js';
 import { IbAccess } from './mr.js';
+import type { Mlx5Mr } from './mr.js';
+import { ADVISE_MR_FLAG_FLUSH } from './odp.js';
 import type { ImplicitOdpMr } from './odp-mr.js';
 import type { Mlx5Pd } from './pd.js';
 import type { PeerMr } from './peer-mr.js';
 import { RdmaRemote } from './rdma-remote.js';
 
-/** What the mlx5-like driver declares: a mirror (ODP) and a peer-memory importer. */
+/** What the mlx5-like driver declares: a mirror (ODP), MRs as userptr objects and a peer-memory importer. */
 export const mlx5Manifest: ConformanceManifest = {
   name: 'mlx5',
-  capabilities: ['mirror', 'p2p-importer'],
+  capabilities: ['mirror', 'p2p-importer', 'userptr'],
 };
 
 /** One open of the HCA by a process (see the module doc). */
@@ -125,6 +131,111 @@ export class Mlx5TestDevice implements TestDevice {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.remote.close();
+    await this.pd.dealloc();
+  }
+}
+
+/** The kind of MR {@link Mlx5UserptrTarget} registers: ODP (`'odp'`, mirrored) or pinned (`'pinned'`). */
+export type Mlx5UserptrKind = 'odp' | 'pinned';
+
+/**
+ * The suite's userptr objects on the HCA: an explicit memory region over the range in a protection
+ * domain of its own (`ibv_reg_mr`; REMOTE_READ, plus LOCAL_WRITE | REMOTE_WRITE for a writable
+ * object), read and written by one-sided RDMA from a remote requester of its own (loopback). An ODP
+ * MR (`'odp'`, the default) is `'mirrored'`: registration pins nothing, so it is followed by a
+ * synchronous prefetch (`ibv_advise_mr` PREFETCH or PREFETCH_WRITE with FLUSH), as an application
+ * does to fault the range in and learn at once that it cannot be; a pinned MR (`'pinned'`,
+ * `ib_umem_get`) is `'pinned'`.
+ */
+export class Mlx5UserptrTarget implements UserptrTarget {
+  constructor(
+    readonly hca: Mlx5Hca,
+    readonly kind: Mlx5UserptrKind = 'odp',
+  ) {}
+
+  /** The same HCA, registering MRs of `kind`. */
+  withKind(kind: Mlx5UserptrKind): Mlx5UserptrTarget {
+    return new Mlx5UserptrTarget(this.hca, kind);
+  }
+
+  /**
+   * `ibv_reg_mr` (and the prefetch of an ODP MR); on a failure the PD is deallocated, nothing left,
+   * and the registration's (GUP's) or the prefetch's (`hmm_range_fault`'s) error is rethrown.
+   */
+  async register(
+    process: Process,
+    addr: number,
+    npages: number,
+    opts: UserptrRegisterOptions,
+  ): Promise<UserptrHandle> {
+    const pd = this.hca.allocPd(process);
+    const length = npages * PAGE_SIZE;
+    const access = opts.write
+      ? IbAccess.LOCAL_WRITE | IbAccess.REMOTE_WRITE | IbAccess.REMOTE_READ
+      : IbAccess.REMOTE_READ;
+    try {
+      const odp = this.kind === 'odp';
+      const mr = await pd.regMr(addr, length, access | (odp ? IbAccess.ON_DEMAND : 0));
+      if (odp) {
+        await pd.adviseMr(opts.write ? 'PREFETCH_WRITE' : 'PREFETCH', ADVISE_MR_FLAG_FLUSH, [
+          { lkey: mr.lkey, addr, length },
+        ]);
+      }
+      const remote = await RdmaRemote.create(pd, {
+        name: `${this.hca.name}-userptr-remote`,
+        bufferBytes: length,
+      });
+      return new Mlx5UserptrHandle(pd, mr, remote, addr, length);
+    } catch (e) {
+      await pd.dealloc();
+      throw e;
+    }
+  }
+}
+
+/** One userptr object of {@link Mlx5UserptrTarget}: an MR and the remote that reads and writes it. */
+export class Mlx5UserptrHandle implements UserptrHandle {
+  readonly mode: UserptrHandleMode;
+  readonly binding: { readonly device: SimDevice; readonly asid: number };
+  /** Writable MRs: one RDMA WRITE of the whole object. */
+  readonly write?: (data: Uint8Array) => Promise<void>;
+  #released = false;
+
+  constructor(
+    readonly pd: Mlx5Pd,
+    readonly mr: Mlx5Mr,
+    readonly remote: RdmaRemote,
+    readonly addr: number,
+    readonly length: number,
+  ) {
+    this.mode = mr.onDemand ? 'mirrored' : 'pinned';
+    this.binding = { device: pd.hca.device, asid: mr.asid };
+    if (mr.writable) {
+      this.write = async (data) => {
+        if (!(data instanceof Uint8Array) || data.length !== length) {
+          throw new HmmError('EINVAL', `mlx5 userptr write: ${length} bytes expected`);
+        }
+        this.#check();
+        await remote.write(mr.rkey, addr, data);
+      };
+    }
+  }
+
+  #check(): void {
+    if (this.#released) throw new HmmError('EINVAL', `mlx5: MR ${hex(this.mr.lkey)} is deregistered`);
+  }
+
+  /** One RDMA READ of the whole object. */
+  async read(): Promise<Uint8Array> {
+    this.#check();
+    return this.remote.read(this.mr.rkey, this.addr, this.length);
+  }
+
+  /** The remote closed, then the PD deallocated (the MR deregistered: unpinned or its notifier removed). */
+  async release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
     await this.remote.close();
     await this.pd.dealloc();
   }
@@ -210,6 +321,7 @@ export const mlx5Factory: ConformanceFactory = ({ seed }) => {
   const target: ConformanceTarget = {
     machine,
     open: (process: Process) => Mlx5TestDevice.open(near, process),
+    userptr: new Mlx5UserptrTarget(near),
     p2p: {
       topology: pci.topology,
       createExporter: (pages) => exporter.createExporter(pages),

@@ -31,7 +31,15 @@ export { MLX5_MAX_LOCAL_FAULT_ROUNDS, Mlx5Qp, RNR_RETRY_INFINITE } from './qp.js
 export type { IbRecvWr, IbSendWr, IbWrOpcode, QpOptions, QpState, QpStats } from './qp.js';
 export { RdmaRemote } from './rdma-remote.js';
 export type { RdmaRemoteOptions } from './rdma-remote.js';
-export { Mlx5PeerImporter, Mlx5TestDevice, mlx5Factory, mlx5Manifest } from './conformance.js';
+export {
+  Mlx5PeerImporter,
+  Mlx5TestDevice,
+  Mlx5UserptrHandle,
+  Mlx5UserptrTarget,
+  mlx5Factory,
+  mlx5Manifest,
+} from './conformance.js';
+export type { Mlx5UserptrKind } from './conformance.js';
 export { gpuImportPattern, runGpuImportScenario } from './gpu-import.js';
 export type { GpuImportMappingCounts, GpuImportOptions, GpuImportResult } from './gpu-import.js';
 export {

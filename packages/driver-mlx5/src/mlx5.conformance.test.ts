@@ -1,11 +1,22 @@
-/** The mlx5-like driver run through the conformance suite: the mirror cases and the p2p importer cases. */
+/**
+ * The mlx5-like driver run through the conformance suite: the mirror cases, the p2p importer cases
+ * and the userptr cases (ODP MRs; the userptr group again with pinned MRs).
+ */
 import { MapFlag, PAGE_SIZE, Prot, isHmmError } from '@hmm/core';
-import { planCases } from '@hmm/conformance';
-import { defineConformanceSuite } from '@hmm/conformance/vitest';
+import { USERPTR_CASES, planCases } from '@hmm/conformance';
+import type { ConformanceFactory } from '@hmm/conformance';
+import { defineConformanceSuite, defineUserptrGroup } from '@hmm/conformance/vitest';
 import { describe, expect, it } from 'vitest';
-import { Mlx5TestDevice, mlx5Factory, mlx5Manifest } from './conformance.js';
+import { Mlx5TestDevice, Mlx5UserptrTarget, mlx5Factory, mlx5Manifest } from './conformance.js';
 
 defineConformanceSuite(mlx5Factory, mlx5Manifest);
+
+/** The same target with pinned MRs (`ib_umem_get`) as the userptr objects. */
+const mlx5PinnedMrFactory: ConformanceFactory = async (opts) => {
+  const t = await mlx5Factory(opts);
+  return { ...t, userptr: (t.userptr as Mlx5UserptrTarget).withKind('pinned') };
+};
+defineUserptrGroup(mlx5PinnedMrFactory, { ...mlx5Manifest, name: 'mlx5 (pinned MRs)' });
 
 const P = PAGE_SIZE;
 const RW = Prot.READ | Prot.WRITE;
@@ -26,6 +37,7 @@ describe('mlx5 conformance target', () => {
       .map((c) => c.info.id);
     expect(ran).toContain('hmm.anon_teardown');
     expect(ran).toContain('p2p.exporter_moves');
+    for (const c of USERPTR_CASES) expect(ran).toContain(c.id);
   });
 
   it('a failed RDMA request reports the fault errno; the next command works on new QPs; warm READs take no fault', async () => {

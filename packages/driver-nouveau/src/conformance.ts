@@ -50,7 +50,7 @@ import type { NouveauSvmm } from './svmm.js';
  */
 export const nouveauManifest: ConformanceManifest = {
   name: 'nouveau',
-  capabilities: ['mirror', 'device-private', 'exclusive', 'two-devices', 'p2p-exporter'],
+  capabilities: ['mirror', 'device-private', 'exclusive', 'two-devices', 'p2p-exporter', 'fault-injection'],
 };
 
 /** VRAM of each conformance GPU: 64 MiB (32 chunks), far more than a case migrates. */
@@ -287,6 +287,11 @@ export class NouveauTestDevice implements TestDevice {
     this.svm.dmem.devmem.failNextAlloc(1);
   }
 
+  /** Fault injection: the next copy-engine transfer (either way) stops after `afterPages` pages. */
+  failNextCopy(afterPages: number): void {
+    this.gpu.copyEngine.failNext(afterPages);
+  }
+
   /** The GPU PTE permission of each page (`DevPerm` bits, 0 = not mapped). */
   devicePerms(addr: number, npages: number): Uint8Array {
     const out = new Uint8Array(npages);
@@ -321,16 +326,26 @@ export const nouveauFactory: ConformanceFactory = ({ seed }) => {
   );
   const svms = gpus.map((gpu) => new NouveauSvm(gpu));
   const p2p = nouveauP2pTarget(machine, gpus[0]!);
+  let removed = false;
   const target: ConformanceTarget = {
     machine,
     open: (process: Process, opts: OpenOptions = {}) =>
       Promise.resolve(NouveauTestDevice.open(svms[opts.device ?? 0]!, process)),
     p2p,
+    // Hot-unplug of nouveau0: its SVM clients finished, VRAM evicted and unregistered, BAR1 removed,
+    // the GPU gone. The clients' later commands fail with EBADF; ENODEV the second time.
+    removeDevice: async () => {
+      if (removed) throw new HmmError('ENODEV', `nouveau: ${gpus[0]!.name} was already removed`);
+      removed = true;
+      await svms[0]!.fini();
+      await p2p.bar.remove();
+      await gpus[0]!.remove();
+    },
     // Driver unload: every client finished, VRAM evicted, BAR1 unpublished, the GPUs removed.
     teardown: () =>
       machine.sched.runTask('nouveau-unload', async () => {
         for (const svm of svms) await svm.fini();
-        await p2p.bar.remove();
+        if (!removed) await p2p.bar.remove();
         for (const gpu of gpus) await gpu.remove();
       }),
   };

@@ -37,6 +37,13 @@ export interface CaseContext {
   readonly capabilities: readonly Capability[];
   /** A further fresh target (seed-exploring cases); torn down by the runner after the case. */
   createTarget(seed: number): Promise<ConformanceTarget>;
+  /**
+   * Runs the sanitizer's full check now over every device mapping of the case's targets (freed
+   * frames, stale mappings, write beyond the CPU). Returns every violation recorded so far (oldest
+   * first); each also fails the case when it ends. Cases call it where a transient violation would
+   * otherwise be overwritten, and at the end of each seed to report a violation at its seed.
+   */
+  sanitize(): readonly Error[];
 }
 
 /** One runnable case. Throws a {@link ConformanceFailure} when the driver breaks a contract. */

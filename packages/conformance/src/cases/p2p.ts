@@ -30,7 +30,7 @@ import { P } from './common.js';
 import type { CaseContext, CaseFn } from './common.js';
 
 /** Pages of the exported object (a transfer of all of them takes a while on the bus). */
-const PAGES = 32;
+export const PAGES = 32;
 
 /** The target's p2p side, or a failure: the driver declared the p2p capability. */
 function p2pOf(t: ConformanceTarget): P2pTarget {
@@ -134,12 +134,12 @@ function importerFactoryOf(
 }
 
 /** `len` bytes of a pattern that differs with `salt`. */
-function pattern(len: number, salt: number): Uint8Array {
+export function pattern(len: number, salt: number): Uint8Array {
   return new Uint8Array(len).map((_, i) => (i * 7 + salt * 31 + (i >> 12)) & 0xff);
 }
 
 /** Byte-for-byte equality, reporting the first mismatch. */
-function checkBytes(got: Uint8Array, want: Uint8Array, what: string): void {
+export function checkBytes(got: Uint8Array, want: Uint8Array, what: string): void {
   checkEqual(got.length, want.length, `${what}: length`);
   for (let i = 0; i < got.length; i++) {
     if (got[i] !== want[i]) {
@@ -149,7 +149,7 @@ function checkBytes(got: Uint8Array, want: Uint8Array, what: string): void {
 }
 
 /** Checks the importer's mapping type. */
-function checkType(imp: P2pImporterHandle, type: number, what: string): void {
+export function checkType(imp: P2pImporterHandle, type: number, what: string): void {
   check(imp.mapping !== null, `${what}: the importer holds a peer mapping after its read`);
   checkEqual(
     imp.mapping.type,
@@ -159,13 +159,13 @@ function checkType(imp: P2pImporterHandle, type: number, what: string): void {
 }
 
 /** Checks that the importer holds nothing: no peer mapping, no device entry. */
-function checkRevoked(imp: P2pImporterHandle, what: string): void {
+export function checkRevoked(imp: P2pImporterHandle, what: string): void {
   check(imp.mapping === null, `${what}: the importer gave its peer mapping back (p2pUnmap)`);
   checkEqual(imp.devicePages(), 0, `${what}: device page-table entries left over the range`);
 }
 
 /** The fixture of a p2p case. */
-interface P2pFixture {
+export interface P2pFixture {
   readonly m: Machine;
   readonly p: Process;
   readonly p2p: P2pTarget;
@@ -184,7 +184,7 @@ interface P2pFixture {
  * pattern through the CPU mapping; runs `body` in a task (which closes its importers); then
  * tears the exporter down, unmaps, and checks no device frame is left and the machine is consistent.
  */
-async function withP2p(
+export async function withP2p(
   t: ConformanceTarget,
   ctx: CaseContext,
   body: (f: P2pFixture) => Promise<void>,

@@ -60,22 +60,23 @@ Options:
 Exit status: 0 every case passed or met its expectation, 1 a case failed or passed against an
 expectation of failure, 2 usage error.`;
 
-type Write = (s: string) => void;
+/** Where the CLI writes text (stdout or stderr). */
+export type CliWrite = (s: string) => void;
 
-function usageError(err: Write, message: string): number {
+function usageError(err: CliWrite, message: string): number {
   err(`hmm-conformance: ${message}\n${USAGE}\n`);
   return 2;
 }
 
 /** A driver-module problem: a usage error (exit 2), without the whole usage text. */
-function moduleError(err: Write, message: string): number {
+function moduleError(err: CliWrite, message: string): number {
   err(
     `hmm-conformance: ${message}\nA driver module exports \`factory\` and \`manifest\` (see 'hmm-conformance --help').\n`,
   );
   return 2;
 }
 
-function list(json: boolean, out: Write): number {
+function list(json: boolean, out: CliWrite): number {
   if (json) {
     out(`${JSON.stringify({ cases: CASES }, null, 2)}\n`);
     return 0;
@@ -142,7 +143,7 @@ function progressLine(e: ProgressEvent): string | null {
   return `[${String(e.index + 1).padStart(w)}/${e.total}] ${r.status.padEnd(15)} ${r.id} [${r.variant}]\n`;
 }
 
-async function run(argv: readonly string[], out: Write, err: Write): Promise<number> {
+async function run(argv: readonly string[], out: CliWrite, err: CliWrite): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -258,8 +259,8 @@ async function run(argv: readonly string[], out: Write, err: Write): Promise<num
  */
 export async function main(
   argv: readonly string[],
-  out: Write = (s) => process.stdout.write(s),
-  err: Write = (s) => process.stderr.write(s),
+  out: CliWrite = (s) => process.stdout.write(s),
+  err: CliWrite = (s) => process.stderr.write(s),
 ): Promise<number> {
   const cmd = argv.find((a) => !a.startsWith('-'));
   if (cmd === 'run') return run(argv, out, err);

@@ -58,6 +58,7 @@ export {
   CASE_STATUSES,
   DEFAULT_SEED,
   DEFAULT_SEEDS,
+  INTERLEAVING_TAIL,
   caseTitle,
   isErrorStatus,
   planCases,
@@ -65,6 +66,7 @@ export {
   runPlannedCase,
 } from './runner.js';
 export type {
+  CaseReplay,
   CaseResult,
   CaseStatus,
   ConformanceReport,
@@ -77,6 +79,7 @@ export { expectationFor, expectationKey, validateExpectations } from './expectat
 export type { Expectation, Expectations } from './expectations.js';
 export {
   formatReport,
+  formatTraceEvent,
   reportToJson,
   reportToJunit,
   reportToObject,
@@ -86,3 +89,4 @@ export {
 } from './report.js';
 export type { CaseResultJson, ConformanceReportJson, FormatOptions } from './report.js';
 export { USAGE as CLI_USAGE, main as cliMain } from './cli.js';
+export type { CliWrite } from './cli.js';

@@ -4,102 +4,18 @@
  * (the rules of Perfetto's JSON importer), then reads the verdicts back from the DOM. Without
  * Chromium the test is skipped, except under CI (`CI` set), where it fails and says to install it.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { existsSync } from 'node:fs';
 import { describe, it, expect } from 'vitest';
 import { runTraceScenario } from '../testing/chrome-trace-scenario.js';
 import { toChromeTrace } from './chrome-trace.js';
 import type { ChromeTrace } from './chrome-trace.js';
 import { validateChromeTrace } from './chrome-trace-validate.js';
+import { DEBIAN_CHROMIUM, checkChromeTracesInBrowser } from './chrome-trace-browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM = DEBIAN_CHROMIUM;
 const haveChromium = existsSync(CHROMIUM);
-
-/** JSON that is safe inside a `<script>` element (no `</script>`, no `<!--`). */
-function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c');
-}
-
-/**
- * A page that checks each trace: `<pre id="result-<name>">` gets `OK <n> events`, or
- * `FAIL <k> problems` and one problem per line. The traces and scripts remove themselves, so the
- * dumped DOM holds only the verdicts.
- */
-function checkerPage(traces: Record<string, unknown>): string {
-  const data = Object.entries(traces)
-    .map(([name, t]) => `<script type="application/json" id="trace-${name}">${scriptJson(t)}</script>`)
-    .join('\n');
-  // `__name` is the helper some TS transpilers call to keep function names: make it harmless.
-  const script = `
-var __name = function (f) { return f; };
-var validateChromeTrace = (${validateChromeTrace.toString()});
-document.querySelectorAll('script[type="application/json"]').forEach(function (el) {
-  var out = document.createElement('pre');
-  out.id = 'result-' + el.id.slice('trace-'.length);
-  try {
-    var trace = JSON.parse(el.textContent);
-    var problems = validateChromeTrace(trace);
-    var n = Array.isArray(trace) ? trace.length : trace.traceEvents.length;
-    out.textContent = problems.length === 0
-      ? 'OK ' + n + ' events'
-      : 'FAIL ' + problems.length + ' problems\\n' + problems.join('\\n');
-  } catch (e) {
-    out.textContent = 'ERROR ' + e;
-  }
-  el.remove();
-  document.body.appendChild(out);
-});
-document.currentScript.remove();
-`;
-  return `<!doctype html>\n<html><head><meta charset="utf-8"><title>trace check</title></head><body>\n${data}\n<script>${script}</script>\n</body></html>\n`;
-}
-
-function decodeHtml(s: string): string {
-  return s
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;/g, "'")
-    .replace(/&nbsp;/g, '\u00a0')
-    .replace(/&amp;/g, '&');
-}
-
-/** Runs the page in headless Chromium and returns each `result-<name>` text. */
-async function runInChromium(traces: Record<string, unknown>): Promise<Record<string, string>> {
-  const dir = mkdtempSync(join(tmpdir(), 'hmm-trace-check-'));
-  try {
-    const page = join(dir, 'check.html');
-    writeFileSync(page, checkerPage(traces));
-    const dom = await new Promise<string>((resolve, reject) => {
-      execFile(
-        CHROMIUM,
-        [
-          '--headless',
-          '--no-sandbox',
-          '--disable-gpu',
-          '--no-first-run',
-          `--user-data-dir=${join(dir, 'profile')}`,
-          '--dump-dom',
-          pathToFileURL(page).href,
-        ],
-        { maxBuffer: 64 * 1024 * 1024, timeout: 120_000 },
-        (err, stdout, stderr) => {
-          if (err !== null) reject(new Error(`chromium failed: ${err.message}\n${stderr}`));
-          else resolve(stdout);
-        },
-      );
-    });
-    const out: Record<string, string> = {};
-    for (const m of dom.matchAll(/<pre id="result-([^"]+)">([\s\S]*?)<\/pre>/g))
-      out[m[1]!] = decodeHtml(m[2]!);
-    return out;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const runInChromium = (traces: Record<string, unknown>): Promise<Record<string, string>> =>
+  checkChromeTracesInBrowser(traces, CHROMIUM);
 
 /** A copy of `t` with the problems a real exporter bug could cause. */
 function broken(t: ChromeTrace): ChromeTrace {

@@ -5,7 +5,7 @@
  * @module
  */
 import { MapFlag, PAGE_SIZE, Prot } from '@hmm/core';
-import type { Process } from '@hmm/core';
+import type { Machine, Process } from '@hmm/core';
 import type { Capability, Variant } from '../catalog.js';
 import { ConformanceFailure, check } from '../assert.js';
 import type { ConformanceTarget, TestDevice } from '../target.js';
@@ -76,6 +76,14 @@ export async function withDevice(
       await dev.close();
     }
   });
+  checkMachine(m, extraRefs);
+}
+
+/**
+ * Checks the machine's invariants (`Machine.checkInvariants`, `extraRefs` counting references the
+ * case itself holds) as a contract of the case: a {@link ConformanceFailure} if one is broken.
+ */
+export function checkMachine(m: Machine, extraRefs?: (pfn: number) => number): void {
   try {
     m.checkInvariants(extraRefs);
   } catch (e) {

@@ -31,6 +31,7 @@ import {
   PRIV_ANON,
   RW,
   checkInts,
+  checkMachine,
   checkUnmapped,
   command,
   devicePerms,
@@ -80,19 +81,6 @@ function checkNoLeak(m: Machine, before: { ram: Set<number>; device: Set<number>
     device.length === 0,
     `no device frame is leaked ${when}: ${device.length} still in use (${list(device)})`,
   );
-}
-
-/** Checks the machine's invariants, as a contract of the case. */
-function checkMachine(m: Machine): void {
-  try {
-    m.checkInvariants();
-  } catch (e) {
-    throw new ConformanceFailure(
-      `the machine is consistent after the case: ${e instanceof Error ? e.message : String(e)}`,
-      {},
-      { cause: e },
-    );
-  }
 }
 
 /**

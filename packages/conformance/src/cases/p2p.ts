@@ -26,7 +26,7 @@ import type {
   P2pPosition,
   P2pTarget,
 } from '../target.js';
-import { P } from './common.js';
+import { P, checkMachine } from './common.js';
 import type { CaseContext, CaseFn } from './common.js';
 
 /** Pages of the exported object (a transfer of all of them takes a while on the bus). */
@@ -235,15 +235,7 @@ export async function withP2p(
     await f.teardownExporter();
     await p.munmap(a, PAGES * P);
   });
-  try {
-    m.checkInvariants();
-  } catch (e) {
-    throw new ConformanceFailure(
-      `the machine is consistent after the case: ${e instanceof Error ? e.message : String(e)}`,
-      {},
-      { cause: e },
-    );
-  }
+  checkMachine(m);
 }
 
 /** The p2p group's cases, by catalogue id. */

@@ -197,6 +197,41 @@ async function read(dev: TestDevice, a: number, what: string): Promise<Uint8Arra
   return r.data;
 }
 
+/**
+ * The buffer of a race case: [a, a + RACE_BYTES) filled with `val(c, i)`, and the race injection
+ * installed: after each of the first 1 or 2 walks (drawn from the seed) it draws a run of the walked
+ * pages, marks it in `touched` and runs `invalidate(a, start, end)` on it.
+ */
+async function raceBuffer(
+  ctx: CaseContext,
+  m: Machine,
+  p: Process,
+  c: number,
+  invalidate: (a: number, start: number, end: number) => Promise<void>,
+): Promise<{ a: number; touched: Uint8Array; inj: Injection }> {
+  const a = await p.mmap({ length: RACE_BYTES, prot: RW, flags: PRIV_ANON });
+  await p.write(
+    a,
+    ints(RACE_BYTES / 4, (i) => val(c, i)),
+  );
+  const nth = m.sched.random.nextInt(2);
+  const touched = new Uint8Array(RACE_PAGES);
+  const inj = injectAfterWalk(
+    ctx,
+    m,
+    p,
+    a,
+    RACE_BYTES,
+    (w) => w <= nth,
+    async (s, e) => {
+      const [zs, ze] = drawPages(m, s, e);
+      touch(touched, a, zs, ze);
+      await invalidate(a, zs, ze);
+    },
+  );
+  return { a, touched, inj };
+}
+
 /** Simulated time an invalidation storm lasts: ten times the kernel's fault budget (`HMM_RANGE_DEFAULT_TIMEOUT`). */
 export const STORM_NS = 10_000_000_000;
 /** Simulated time each injected invalidation of the storm takes. */
@@ -208,26 +243,11 @@ export const RACE_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     overSeeds(t, ctx, async (target, c) => {
       const m = target.machine;
       await withDevice(target, async ({ p, dev }) => {
-        const a = await p.mmap({ length: RACE_BYTES, prot: RW, flags: PRIV_ANON });
-        await p.write(
+        const {
           a,
-          ints(RACE_BYTES / 4, (i) => val(c, i)),
-        );
-        const nth = m.sched.random.nextInt(2);
-        const zapped = new Uint8Array(RACE_PAGES);
-        const inj = injectAfterWalk(
-          ctx,
-          m,
-          p,
-          a,
-          RACE_BYTES,
-          (w) => w <= nth,
-          async (s, e) => {
-            const [zs, ze] = drawPages(m, s, e);
-            touch(zapped, a, zs, ze);
-            await p.madvise(zs, ze - zs, Madv.DONTNEED);
-          },
-        );
+          touched: zapped,
+          inj,
+        } = await raceBuffer(ctx, m, p, c, (_a, zs, ze) => p.madvise(zs, ze - zs, Madv.DONTNEED));
         let first: Uint8Array;
         try {
           first = await read(dev, a, 'device READ racing MADV_DONTNEED');
@@ -256,26 +276,11 @@ export const RACE_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     overSeeds(t, ctx, async (target, c) => {
       const m = target.machine;
       await withDevice(target, async ({ p, dev }) => {
-        const a = await p.mmap({ length: RACE_BYTES, prot: RW, flags: PRIV_ANON });
-        await p.write(
+        const {
           a,
-          ints(RACE_BYTES / 4, (i) => val(c, i)),
-        );
-        const nth = m.sched.random.nextInt(2);
-        const zapped = new Uint8Array(RACE_PAGES);
-        const inj = injectAfterWalk(
-          ctx,
-          m,
-          p,
-          a,
-          RACE_BYTES,
-          (w) => w <= nth,
-          async (s, e) => {
-            const [zs, ze] = drawPages(m, s, e);
-            touch(zapped, a, zs, ze);
-            await p.madvise(zs, ze - zs, Madv.DONTNEED);
-          },
-        );
+          touched: zapped,
+          inj,
+        } = await raceBuffer(ctx, m, p, c, (_a, zs, ze) => p.madvise(zs, ze - zs, Madv.DONTNEED));
         const data = (i: number): number => ~val(c, i);
         try {
           const r = await dev.write(a, ints(RACE_BYTES / 4, data));
@@ -308,34 +313,21 @@ export const RACE_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
     overSeeds(t, ctx, async (target, c) => {
       const m = target.machine;
       await withDevice(target, async ({ p, dev }) => {
-        const a = await p.mmap({ length: RACE_BYTES, prot: RW, flags: PRIV_ANON });
-        await p.write(
-          a,
-          ints(RACE_BYTES / 4, (i) => val(c, i)),
-        );
-        // After fork every page is shared copy-on-write with the child.
-        const child = await p.fork();
-        const nth = m.sched.random.nextInt(2);
-        const written = new Uint8Array(RACE_PAGES);
         const fresh = (i: number): number => -val(c, i) - 1;
-        const inj = injectAfterWalk(
-          ctx,
-          m,
-          p,
+        // The parent's CPU write breaks COW: new frames, a CLEAR of the old ones.
+        const {
           a,
-          RACE_BYTES,
-          (w) => w <= nth,
-          async (s, e) => {
-            const [ws, we] = drawPages(m, s, e);
-            touch(written, a, ws, we);
-            // The parent's CPU write breaks COW: new frames, a CLEAR of the old ones.
-            const off = (ws - a) / 4;
-            await p.write(
-              ws,
-              ints((we - ws) / 4, (i) => fresh(off + i)),
-            );
-          },
-        );
+          touched: written,
+          inj,
+        } = await raceBuffer(ctx, m, p, c, (a, ws, we) => {
+          const off = (ws - a) / 4;
+          return p.write(
+            ws,
+            ints((we - ws) / 4, (i) => fresh(off + i)),
+          );
+        });
+        // After fork every page is shared copy-on-write with the child (fork walks nothing).
+        const child = await p.fork();
         let first: Uint8Array;
         try {
           first = await read(dev, a, 'device READ racing a COW break');

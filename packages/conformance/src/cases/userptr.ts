@@ -26,7 +26,7 @@ import {
 import type { Machine, Process } from '@hmm/core';
 import { ConformanceFailure, check, checkRejects } from '../assert.js';
 import type { ConformanceTarget, UserptrHandle, UserptrTarget } from '../target.js';
-import { P, PAGE_INTS, PRIV_ANON, RW, checkInts, ints } from './common.js';
+import { P, PAGE_INTS, PRIV_ANON, RW, checkInts, checkMachine, ints } from './common.js';
 import type { CaseFn } from './common.js';
 
 /** Pages of the buffers of the userptr cases. */
@@ -229,15 +229,7 @@ async function withUserptr(t: ConformanceTarget, body: (f: UserptrFixture) => Pr
       );
     }
   }
-  try {
-    m.checkInvariants();
-  } catch (e) {
-    throw new ConformanceFailure(
-      `the machine is consistent after the case: ${e instanceof Error ? e.message : String(e)}`,
-      {},
-      { cause: e },
-    );
-  }
+  checkMachine(m);
 }
 
 /** Checks that each page `pg` of `got` holds generation `gen(pg)`. */

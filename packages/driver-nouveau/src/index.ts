@@ -57,5 +57,5 @@ export type {
   ThrashingParams,
   ThrashingStats,
 } from './uvm-policy.js';
-export { runVecAddScenario, vecA, vecB, vecAddPages } from './vecadd.js';
+export { countVecAddErrors, fillVector, runVecAddScenario, vecA, vecB, vecAddPages } from './vecadd.js';
 export type { VecAddOptions, VecAddResult, VecAddRun } from './vecadd.js';

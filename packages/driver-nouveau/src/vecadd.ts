@@ -55,7 +55,17 @@ export function vecB(i: number): number {
   return (i & 7) * 0.5;
 }
 
-async function fill(p: Process, addr: number, bytes: number, which: 'a' | 'b' | 'nan'): Promise<void> {
+/**
+ * Writes vector `which` of `bytes` at `addr` from the CPU, in chunks: `a` holds `vecA(i)`, `b`
+ * holds `vecB(i)`, `nan` is the poisoned output. (The formulas are inlined: this loop runs over
+ * every element of gigabyte vectors.)
+ */
+export async function fillVector(
+  p: Process,
+  addr: number,
+  bytes: number,
+  which: 'a' | 'b' | 'nan',
+): Promise<void> {
   const v = new Float32Array(Math.min(CHUNK, bytes) / 4);
   for (let off = 0; off < bytes; off += CHUNK) {
     const n = Math.min(CHUNK, bytes - off) / 4;
@@ -84,9 +94,9 @@ export async function runVecAddScenario(opts: VecAddOptions): Promise<VecAddResu
     const a = await map();
     const b = await map();
     const c = await map();
-    await fill(p, a, bytes, 'a');
-    await fill(p, b, bytes, 'b');
-    await fill(p, c, bytes, 'nan');
+    await fillVector(p, a, bytes, 'a');
+    await fillVector(p, b, bytes, 'b');
+    await fillVector(p, c, bytes, 'nan');
     const svmm = svm.init(p);
     const ch = svmm.channelNew();
     const kernel = async (): Promise<{ job: JobResult; batches: number }> => {
@@ -108,8 +118,8 @@ export async function runVecAddScenario(opts: VecAddOptions): Promise<VecAddResu
       return { job, batches: svm.stats().batches - batches0 };
     };
     const first = await kernel();
-    const onDemand = { ...first, wrong: await check(p, c, bytes) };
-    await fill(p, c, bytes, 'nan');
+    const onDemand = { ...first, wrong: await countVecAddErrors(p, c, bytes) };
+    await fillVector(p, c, bytes, 'nan');
     const t0 = m.sched.now;
     await p.mm.mmapLock.read();
     try {
@@ -122,14 +132,14 @@ export async function runVecAddScenario(opts: VecAddOptions): Promise<VecAddResu
     // Evict VRAM in bulk (migrate_device_range) rather than page by page through CPU faults.
     await svmm.fini();
     await svm.fini();
-    const prefetched = { ...second, wrong: await check(p, c, bytes) };
+    const prefetched = { ...second, wrong: await countVecAddErrors(p, c, bytes) };
     await p.exit();
     return { onDemand, prefetched, prefetchNs };
   });
 }
 
-/** Counts the elements of `c` that are not `a + b`. */
-async function check(p: Process, c: number, bytes: number): Promise<number> {
+/** Counts the elements of the vector `c` (of `bytes`) that are not `vecA(i) + vecB(i)`, read by the CPU. */
+export async function countVecAddErrors(p: Process, c: number, bytes: number): Promise<number> {
   let wrong = 0;
   for (let off = 0; off < bytes; off += CHUNK) {
     const n = Math.min(CHUNK, bytes - off);
@@ -138,7 +148,7 @@ async function check(p: Process, c: number, bytes: number): Promise<number> {
     const base = off / 4;
     for (let i = 0; i < z.length; i++) {
       const k = base + i;
-      if (z[i] !== (k & 1023) + (k & 7) * 0.5) wrong++;
+      if (z[i] !== (k & 1023) + (k & 7) * 0.5) wrong++; // vecA(k) + vecB(k), inlined
     }
   }
   return wrong;

@@ -5,7 +5,8 @@
  * Chromium the test is skipped, except under CI (`CI` set), where it fails and says to install it.
  */
 import { existsSync } from 'node:fs';
-import { DEBIAN_CHROMIUM, checkChromeTracesInBrowser, validateChromeTrace } from '@hmm/core';
+import { validateChromeTrace } from '@hmm/core';
+import { DEBIAN_CHROMIUM, checkChromeTracesInBrowser } from '@hmm/core/trace-browser';
 import { describe, expect, it } from 'vitest';
 import { SHOWCASE_SCENARIOS, resolveScenarios, runScenarios } from './runner.js';
 

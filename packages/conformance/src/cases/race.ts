@@ -130,6 +130,21 @@ function checkFired(inj: Injection, what: string): void {
 }
 
 /**
+ * Runs the device command `f` with the injection installed, removes the injection, and checks that
+ * it ran: the command's result.
+ */
+async function racing<T>(inj: Injection, what: string, f: () => Promise<T>): Promise<T> {
+  let r: T;
+  try {
+    r = await f();
+  } finally {
+    inj.remove();
+  }
+  checkFired(inj, what);
+  return r;
+}
+
+/**
  * Checks `data` page by page: an untouched page (`touched[pg] === 0`) holds `before`; a touched page
  * holds either `before` or `after` in whole, as a read ordered before or after the invalidation.
  */
@@ -248,16 +263,11 @@ export const RACE_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
           touched: zapped,
           inj,
         } = await raceBuffer(ctx, m, p, c, (_a, zs, ze) => p.madvise(zs, ze - zs, Madv.DONTNEED));
-        let first: Uint8Array;
-        try {
-          first = await read(dev, a, 'device READ racing MADV_DONTNEED');
-        } finally {
-          inj.remove();
-        }
-        checkFired(inj, 'device READ racing MADV_DONTNEED');
+        const what = 'device READ racing MADV_DONTNEED';
+        const first = await racing(inj, what, () => read(dev, a, what));
         const old = (i: number): number => val(c, i);
         const now = (i: number): number => (zapped[Math.floor(i / PAGE_INTS)] !== 0 ? 0 : val(c, i));
-        checkBeforeOrAfter(first, zapped, old, () => 0, 'device READ racing MADV_DONTNEED');
+        checkBeforeOrAfter(first, zapped, old, () => 0, what);
         // No stale mapping survived: the device now reads the zapped pages as zeros.
         checkPages(
           await read(dev, a, 'device READ after the race'),
@@ -282,13 +292,9 @@ export const RACE_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
           inj,
         } = await raceBuffer(ctx, m, p, c, (_a, zs, ze) => p.madvise(zs, ze - zs, Madv.DONTNEED));
         const data = (i: number): number => ~val(c, i);
-        try {
-          const r = await dev.write(a, ints(RACE_BYTES / 4, data));
-          checkEqual(r.cpages, RACE_PAGES, 'device WRITE racing MADV_DONTNEED: cpages');
-        } finally {
-          inj.remove();
-        }
-        checkFired(inj, 'device WRITE racing MADV_DONTNEED');
+        const what = 'device WRITE racing MADV_DONTNEED';
+        const r = await racing(inj, what, () => dev.write(a, ints(RACE_BYTES / 4, data)));
+        checkEqual(r.cpages, RACE_PAGES, `${what}: cpages`);
         // The zap came before the commit, so the device wrote into the pages that replaced the
         // zapped ones: the CPU sees every byte it wrote. A stale commit writes into freed frames.
         checkPages(
@@ -328,15 +334,10 @@ export const RACE_CASES_IMPL: Readonly<Record<string, CaseFn>> = {
         });
         // After fork every page is shared copy-on-write with the child (fork walks nothing).
         const child = await p.fork();
-        let first: Uint8Array;
-        try {
-          first = await read(dev, a, 'device READ racing a COW break');
-        } finally {
-          inj.remove();
-        }
-        checkFired(inj, 'device READ racing a COW break');
+        const what = 'device READ racing a COW break';
+        const first = await racing(inj, what, () => read(dev, a, what));
         const now = (i: number): number => (written[Math.floor(i / PAGE_INTS)] !== 0 ? fresh(i) : val(c, i));
-        checkBeforeOrAfter(first, written, (i) => val(c, i), fresh, 'device READ racing a COW break');
+        checkBeforeOrAfter(first, written, (i) => val(c, i), fresh, what);
         // The device now reads the parent's new pages, not the frames the child kept.
         checkPages(
           await read(dev, a, 'device READ after the race'),

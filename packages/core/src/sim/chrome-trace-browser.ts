@@ -2,7 +2,8 @@
  * Checking Chrome Trace Event JSON in a real browser: a self-contained HTML page that parses each
  * trace with `JSON.parse` and checks it with the very source of {@link validateChromeTrace} (the
  * rules of Perfetto's JSON importer), and a runner that loads the page in headless Chromium
- * (`--dump-dom`) and reads the verdicts back. Tooling for tests and CI, not used by the simulation.
+ * (`--dump-dom`) and reads the verdicts back. Tooling for tests and CI, not used by the simulation;
+ * a Node-only subpath (`@hmm/core/trace-browser`), so the main entry stays free of Node built-ins.
  *
  * @module
  */

@@ -36,12 +36,6 @@ export { toChromeTrace } from './chrome-trace.js';
 export type { ChromeTrace, ChromeTraceEvent, ChromeTraceOptions } from './chrome-trace.js';
 export { validateChromeTrace } from './chrome-trace-validate.js';
 export {
-  DEBIAN_CHROMIUM,
-  checkChromeTracesInBrowser,
-  chromeTraceCheckPage,
-  chromeTraceCheckVerdicts,
-} from './chrome-trace-browser.js';
-export {
   DEFAULT_COST_MODEL,
   COST_SOURCES,
   createCostModel,

@@ -15,8 +15,14 @@
  * @module
  */
 import { HmmError, Machine, MapFlag, Prot } from '@hmm/core';
-import type { Process } from '@hmm/core';
-import { NouveauGpu, NouveauSvm, nouveauPolicy, runJob, vecA, vecB } from '@hmm/driver-nouveau';
+import {
+  NouveauGpu,
+  NouveauSvm,
+  countVecAddErrors,
+  fillVector,
+  nouveauPolicy,
+  runJob,
+} from '@hmm/driver-nouveau';
 import type { FaultPolicy } from '@hmm/driver-nouveau';
 import { ANCHORS } from '../anchors.js';
 import { assertNoLeaks, figure, formatBytes, runParams } from '../scenario.js';
@@ -54,30 +60,6 @@ export interface OversubscribeDetails {
   readonly fitting: OversubscribeRun;
 }
 
-const CHUNK = 8 * MiB;
-
-async function fill(p: Process, addr: number, bytes: number, f: (i: number) => number): Promise<void> {
-  const v = new Float32Array(Math.min(CHUNK, bytes) / 4);
-  for (let off = 0; off < bytes; off += CHUNK) {
-    const n = Math.min(CHUNK, bytes - off) / 4;
-    const base = off / 4;
-    for (let i = 0; i < n; i++) v[i] = f(base + i);
-    await p.write(addr + off, new Uint8Array(v.buffer, 0, n * 4));
-  }
-}
-
-async function wrongElements(p: Process, c: number, bytes: number): Promise<number> {
-  let wrong = 0;
-  for (let off = 0; off < bytes; off += CHUNK) {
-    const n = Math.min(CHUNK, bytes - off);
-    const raw = await p.read(c + off, n);
-    const z = new Float32Array(raw.buffer, raw.byteOffset, n / 4);
-    const base = off / 4;
-    for (let i = 0; i < z.length; i++) if (z[i] !== vecA(base + i) + vecB(base + i)) wrong++;
-  }
-  return wrong;
-}
-
 async function runWay(
   m: Machine,
   name: string,
@@ -94,9 +76,9 @@ async function runWay(
   const a = await map();
   const b = await map();
   const c = await map();
-  await fill(p, a, vectorBytes, vecA);
-  await fill(p, b, vectorBytes, vecB);
-  await fill(p, c, vectorBytes, () => Number.NaN);
+  await fillVector(p, a, vectorBytes, 'a');
+  await fillVector(p, b, vectorBytes, 'b');
+  await fillVector(p, c, vectorBytes, 'nan');
   const ch = svm.init(p).channelNew();
   const passNs: number[] = [];
   const vramRead: number[] = [];
@@ -124,7 +106,7 @@ async function runWay(
     faults.push(job.faults);
   }
   await svm.fini();
-  const wrong = await wrongElements(p, c, vectorBytes);
+  const wrong = await countVecAddErrors(p, c, vectorBytes);
   await p.exit();
   await gpu.remove();
   const two = (xs: number[]): readonly [number, number] => [xs[0]!, xs[1]!];

@@ -8,7 +8,7 @@
  * defineConformanceSuite(myFactory, { name: 'mine', capabilities: ['mirror'] });
  * ```
  *
- * @module
+ * @module @hmm/conformance/vitest
  */
 import { describe, it } from 'vitest';
 import { GROUPS } from './cases/index.js';

@@ -6,7 +6,7 @@
  * JUnit XML) and the `hmm-conformance` command (`list`, `run <driver-module>`). The vitest entry is `@hmm/conformance/vitest`
  * (`defineConformanceSuite`); this entry does not import vitest.
  *
- * @packageDocumentation
+ * @module @hmm/conformance
  */
 export { CASES, FAULT_CASES, P2P_CASES, RACE_CASES, USERPTR_CASES, findCase } from './catalog.js';
 export type { Capability, CaseInfo, Variant } from './catalog.js';

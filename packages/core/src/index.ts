@@ -8,7 +8,7 @@
  * memory), `pci` (topology, p2pdma, p2p_map), `sanitizer`, `driver`, `system` (the composition root,
  * {@link Machine}). See `docs/architecture.md` and the kernel ↔ SDK name table in `docs/kernel-names.md`.
  *
- * @packageDocumentation
+ * @module @hmm/core
  */
 export { HmmError, Errno, isHmmError, hex } from './errors/errno.js';
 export type { ErrnoName, FaultSignal, HmmErrorDetail } from './errors/errno.js';

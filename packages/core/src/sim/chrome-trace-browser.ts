@@ -5,7 +5,7 @@
  * (`--dump-dom`) and reads the verdicts back. Tooling for tests and CI, not used by the simulation;
  * a Node-only subpath (`@hmm/core/trace-browser`), so the main entry stays free of Node built-ins.
  *
- * @module
+ * @module @hmm/core/trace-browser
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
